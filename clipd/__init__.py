@@ -1,0 +1,2 @@
+"""clipd: storage daemon for video clips."""
+__version__ = "0.1.0"

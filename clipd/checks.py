@@ -1,0 +1,113 @@
+"""Checks on clip files: container signatures, validation verdicts and SHA-256 hashing.
+
+Everything here blocks on the disk; callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipd.index import Identity
+
+__all__ = [
+    "BLOCK_BYTES",
+    "Examined",
+    "FileChangedError",
+    "examine_file",
+    "identity_of",
+    "sha256_file",
+    "signature_ok",
+]
+
+BLOCK_BYTES = 1024 * 1024  # hashlib releases the GIL on buffers this size
+_SNIFF_BYTES = 64
+
+
+def signature_ok(ext: str, head: bytes) -> bool:
+    """Does ``head`` (the first bytes) look like the container its extension promises?"""
+    ext = ext.lower()
+    if ext in {".mp4", ".mov", ".m4v"}:
+        # ISO BMFF: a box size then 'ftyp'; QuickTime files may start with other atoms.
+        if head[4:8] == b"ftyp":
+            return True
+        return ext == ".mov" and head[4:8] in {b"moov", b"mdat", b"wide", b"free", b"skip"}
+    if ext in {".webm", ".mkv"}:
+        return head[:4] == b"\x1a\x45\xdf\xa3"
+    if ext == ".gif":
+        return head[:6] in {b"GIF87a", b"GIF89a"}
+    return False
+
+
+class FileChangedError(OSError):
+    """The file changed (size, mtime, ctime or inode) while it was being read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Examined:
+    """The outcome of :func:`examine_file`: ``reason`` is empty when the file is a good clip."""
+
+    reason: str
+    identity: Identity | None
+    sha256: str = ""
+
+
+def identity_of(st: os.stat_result) -> Identity:
+    return Identity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def examine_file(path: Path, ext: str, min_bytes: int, max_bytes: int) -> Examined:
+    """Validate and hash ``path`` in one read; blocks on the disk.
+
+    Checks that it is a regular file (never following a symlink), its size bounds and
+    its container signature, then hashes it. Raises FileNotFoundError if it is gone and
+    FileChangedError if it changed while being read (a writer still at work).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return Examined("not a regular file: only regular files are clips", None)
+        identity = identity_of(st)
+        if st.st_size < min_bytes:
+            return Examined(f"size {st.st_size} bytes is below min_bytes {min_bytes}", identity)
+        if st.st_size > max_bytes:
+            return Examined(f"size {st.st_size} bytes is above max_bytes {max_bytes}", identity)
+        digest = hashlib.sha256()
+        buf = bytearray(BLOCK_BYTES)
+        view = memoryview(buf)
+        n = os.readv(fd, [buf])
+        if not signature_ok(ext, bytes(view[:_SNIFF_BYTES])):
+            return Examined(f"container signature does not match {ext.lower()}", identity)
+        while n:
+            digest.update(view[:n])
+            n = os.readv(fd, [buf])
+        if identity_of(os.fstat(fd)) != identity:
+            raise FileChangedError(f"{path}: changed while being read")
+    finally:
+        os.close(fd)
+    return Examined("", identity, digest.hexdigest())
+
+
+def sha256_file(path: Path) -> tuple[str, Identity]:
+    """Hash ``path`` in 1 MiB blocks; returns the hex digest and the file's identity.
+
+    Blocks on the disk. Raises OSError (FileNotFoundError if the file went away,
+    FileChangedError if it changed while it was read).
+    """
+    digest = hashlib.sha256()
+    buf = bytearray(BLOCK_BYTES)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        before = identity_of(os.fstat(fd))
+        while n := os.readv(fd, [buf]):
+            digest.update(view[:n])
+        if identity_of(os.fstat(fd)) != before:
+            raise FileChangedError(f"{path}: changed while being read")
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), before

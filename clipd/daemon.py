@@ -1,0 +1,288 @@
+"""The daemon: wires config, index, watcher, ingest and web; signals and sd_notify.
+
+Start order (reverse on stop): index → watcher → reconcile → HTTP socket → READY=1.
+The watcher starts before the reconcile walk so nothing written during it is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from clipd import config as config_mod
+from clipd.config import Config
+from clipd.errors import ConfigError
+from clipd.index import AsyncIndex, index_path
+from clipd.ingest import Ingestor
+from clipd.logs import setup_logging
+from clipd.metrics import IndexCollector, Metrics
+from clipd.notify import Notifier, listen_socket, watchdog_interval_s
+from clipd.watcher import Watcher
+from clipd.web import State, make_app
+
+__all__ = ["Daemon", "ensure_clips_dir", "read_config"]
+
+logger = logging.getLogger(__name__)
+_WATCH_CHECK_S = 5.0
+_RESCAN_DEBOUNCE_S = 0.2
+_STATUS_EVERY_S = 10.0
+_DRAIN_TIMEOUT_S = 10.0
+# Keys that only take effect at start: SIGHUP logs that they need a restart.
+_RESTART_KEYS = ("storage", "web.listen", "s3", "ingest.hash_workers")
+
+Service = Callable[["Daemon"], Coroutine[Any, Any, None]]
+
+
+def read_config(
+    path: str | None, overrides: Mapping[str, tuple[str, Any]], environ: Mapping[str, str]
+) -> Config:
+    """Read the config file (``--config``, ``CLIPD_CONFIG`` or none) and merge it."""
+    path = path or environ.get("CLIPD_CONFIG") or None
+    text = None
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--config={path!r}: cannot read it ({exc.strerror})") from exc
+    return config_mod.load(overrides, environ, text, source=path or "<defaults>")
+
+
+def ensure_clips_dir(config: Config) -> Path:
+    """Create the clips tree if missing; ConfigError naming the key if that fails."""
+    clips_dir = config.clips_dir
+    try:
+        (clips_dir / ".clipd").mkdir(parents=True, exist_ok=True)
+        probe = clips_dir / ".clipd" / ".write-probe"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"storage.clips_dir={str(clips_dir)!r}: must be a writable directory ({exc.strerror})"
+        ) from exc
+    return clips_dir
+
+
+class Daemon:
+    """One running clipd. ``services`` are extra long-running tasks (retention, scrub…)."""
+
+    def __init__(
+        self,
+        config: Config,
+        reload: Callable[[], Config],
+        environ: Mapping[str, str] = os.environ,
+        services: list[Service] | None = None,
+        extra_routes: list[web.RouteDef] | None = None,
+    ) -> None:
+        self.config = config
+        self._reload = reload
+        self._environ = environ
+        self.notifier = Notifier(environ)
+        self.metrics = Metrics()
+        self.index = AsyncIndex(index_path(config.clips_dir))
+        self.state = State(config=config, index=self.index, metrics=self.metrics)
+        self.ingestor = Ingestor(
+            config.clips_dir, config.storage, config.ingest, self.index, self.metrics,
+            stale_tmp_s=config.retention.stale_tmp_minutes * 60,
+        )
+        self.services = services or []
+        self._extra_routes = extra_routes or []
+        self._stop = asyncio.Event()
+        self._rescan = asyncio.Event()
+        self._rescan_cause = ""
+        self._watcher: Watcher | None = None
+        self._runner: web.AppRunner | None = None
+        self.bound: list[tuple[str, int]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop cleanly. Returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self.notifier.send("STATUS=starting: opening index")
+        try:
+            await self.index.open()
+            self.metrics.registry.register(
+                IndexCollector(
+                    self.index.read_blocking, self.config.clips_dir, lambda: self.state.ready,
+                    backup_enabled=bool(self.config.backup.s3_bucket),
+                )
+            )
+            await self._start_watcher()
+            self.notifier.send("STATUS=starting: reconciling index with the tree")
+            report = await self.ingestor.reconcile()
+            logger.info(
+                "reconciled: %d examined, %d recorded, %d dropped, %d quarantined in %.2f s",
+                report.examined, report.recorded, report.dropped, report.quarantined,
+                report.seconds,
+            )
+            await self._start_web()
+            self.state.ready = True
+            totals = await self.index.read(lambda ix: ix.totals())
+            self.notifier.send("READY=1", self._status_line(totals.files, totals.bytes))
+            logger.info("ready: %d clips, %d bytes, serving on %s", totals.files, totals.bytes,
+                        ", ".join(f"{h}:{p}" for h, p in self.bound))
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(c) for c in self._background()]
+                await self._stop.wait()
+                self.state.stopping = True
+                self.notifier.send("STOPPING=1", "STATUS=stopping: draining")
+                logger.info("stopping: draining requests and ingest")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self._shutdown()
+        logger.info("stopped")
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _background(self) -> list[Coroutine[Any, Any, None]]:
+        jobs: list[Coroutine[Any, Any, None]] = [self._rescanner(), self._status(),
+                                                 self._watch_guard()]
+        interval = watchdog_interval_s(self._environ)
+        if interval is not None:
+            jobs.append(self._pinger(interval))
+        jobs.extend(service(self) for service in self.services)
+        return jobs
+
+    async def _shutdown(self) -> None:
+        # Reverse of start: stop taking requests, stop watching, finish ingest, close index.
+        self.state.ready = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.stop_blocking)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ingestor.drain(), _DRAIN_TIMEOUT_S)
+        await asyncio.to_thread(self.ingestor.close)
+        await self.index.close()
+
+    # -- parts --------------------------------------------------------------------------
+
+    async def _start_watcher(self) -> None:
+        watcher = Watcher(self.config.clips_dir, asyncio.get_running_loop(), self._on_fs_event,
+                          self.want_rescan)
+        ok = await asyncio.to_thread(watcher.start_blocking)
+        self._watcher = watcher
+        self.state.watcher = "inotify" if ok else "polling"
+
+    async def _start_web(self) -> None:
+        app = make_app(self.state, self._extra_routes)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=_DRAIN_TIMEOUT_S)
+        await self._runner.setup()
+        inherited = listen_socket(self._environ)
+        if inherited is not None:
+            site: web.BaseSite = web.SockSite(self._runner, inherited)
+        else:
+            host, port = config_mod.parse_listen(self.config.web.listen)
+            site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"web.listen={self.config.web.listen!r}: cannot listen there ({exc.strerror})"
+            ) from exc
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or []:
+            self.bound.append(sock.getsockname()[:2])
+
+    def _on_fs_event(self, kind: str, src: str, dest: str, is_directory: bool) -> None:
+        if is_directory:
+            if kind in {"created", "moved", "deleted"}:
+                self.want_rescan(f"folder {kind}")
+            return
+        settle = self.config.ingest.settle_seconds
+        for path, delay in ((src, settle if kind in {"created", "modified"} else 0.0),
+                            (dest, 0.0)):
+            if not path or kind in {"opened", "closed_no_write", "attrib"}:
+                continue
+            relpath = self.ingestor.relpath_of(path)
+            if relpath is not None:
+                self.ingestor.notice(relpath, delay)
+
+    def want_rescan(self, cause: str) -> None:
+        """Ask for a full rescan soon (debounced); safe to call often, on the loop."""
+        if cause == "overflow":
+            self.metrics.watcher_overflows.inc()
+            logger.warning("inotify events were lost (%s): rescanning the tree", cause)
+        self._rescan_cause = self._rescan_cause or cause
+        self._rescan.set()
+
+    async def _rescanner(self) -> None:
+        interval = self.config.ingest.rescan_interval_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rescan.wait(), interval)
+            await asyncio.sleep(_RESCAN_DEBOUNCE_S)  # gather a burst of folder events
+            cause, self._rescan_cause = self._rescan_cause or "periodic", ""
+            self._rescan.clear()
+            self.metrics.watcher_rescans.inc()
+            report = await self.ingestor.reconcile()
+            log = logger.info if report.examined or report.dropped else logger.debug
+            log("rescan (%s): %d examined, %d recorded, %d dropped, %d quarantined",
+                cause, report.examined, report.recorded, report.dropped, report.quarantined)
+            if self.state.watcher == "polling":
+                interval = min(interval, 10.0)
+
+    async def _watch_guard(self) -> None:
+        while True:
+            await asyncio.sleep(_WATCH_CHECK_S)
+            if self._watcher is None or self._watcher.is_alive():
+                continue
+            logger.error("the inotify watcher stopped (watch limit?); restarting it and rescanning")
+            self.metrics.watcher_overflows.inc()
+            await asyncio.to_thread(self._watcher.stop_blocking)
+            await self._start_watcher()
+            self.want_rescan("watcher restart")
+
+    async def _pinger(self, interval_s: float) -> None:
+        # Sent from the event loop itself: a wedged loop stops the pings and systemd
+        # restarts the service.
+        while True:
+            self.notifier.send("WATCHDOG=1")
+            await asyncio.sleep(interval_s)
+
+    async def _status(self) -> None:
+        while True:
+            await asyncio.sleep(_STATUS_EVERY_S)
+            totals = await self.index.read(lambda ix: ix.totals())
+            self.notifier.send(self._status_line(totals.files, totals.bytes))
+
+    def _status_line(self, files: int, size: int) -> str:
+        return f"STATUS=serving {files} clips, {size / 1e9:.2f} GB; watcher {self.state.watcher}"
+
+    def _on_sighup(self) -> None:
+        try:
+            new = self._reload()
+        except ConfigError as exc:
+            logger.error("reload refused, keeping the running config: %s", exc)
+            return
+        old = self.config
+        for dotted in _RESTART_KEYS:
+            if _get(old, dotted) != _get(new, dotted):
+                logger.warning("config %s changed: it takes effect after a restart", dotted)
+        setup_logging(new.log.level, self._environ)
+        self.config = new
+        self.state.config = new
+        logger.info("config reloaded from %s", new.source)
+
+
+def _get(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+

@@ -1,0 +1,392 @@
+"""The sidecar index: one SQLite database (WAL) beside the clips tree.
+
+Aggregates (file count, bytes, bytes per day, bytes added per day) are kept by
+triggers in the same transaction as the row change, so reading them is O(1).
+:class:`Index` is the blocking API (used from worker threads and the CLI);
+:class:`AsyncIndex` runs every write on one writer thread and reads on a small
+reader pool, so nothing blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+__all__ = [
+    "INDEX_DIRNAME",
+    "AsyncIndex",
+    "ClipRecord",
+    "Identity",
+    "Index",
+    "Totals",
+    "index_path",
+]
+
+INDEX_DIRNAME = ".clipd"
+_SCHEMA_VERSION = 1
+_T = TypeVar("_T")
+
+
+def index_path(clips_dir: Path) -> Path:
+    return clips_dir / INDEX_DIRNAME / "index.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class ClipRecord:
+    """One indexed clip. ``relpath`` is ``<day>/<file>`` (or the S3 key in s3 mode)."""
+
+    job_id: str
+    relpath: str
+    day: str
+    title: str
+    ext: str
+    size_bytes: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    sha256: str
+    ingested_at: float
+    verified_at: float
+    display_title: str = ""
+    state: str = "ok"
+    backed_up: bool = False
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.size_bytes, self.mtime_ns, self.ctime_ns, self.inode)
+
+
+class Identity(NamedTuple):
+    """What a cheap ``stat`` must still show for a file to be trusted unchanged."""
+
+    size_bytes: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+
+class Totals(NamedTuple):
+    files: int
+    bytes: int
+
+
+_COLUMNS = [f.name for f in fields(ClipRecord)]
+
+_MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE clips(
+        job_id TEXT PRIMARY KEY,
+        relpath TEXT NOT NULL UNIQUE,
+        day TEXT NOT NULL,
+        title TEXT NOT NULL,
+        ext TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        ingested_at REAL NOT NULL,
+        verified_at REAL NOT NULL,
+        display_title TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL DEFAULT 'ok',
+        backed_up INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX clips_by_mtime ON clips(mtime_ns);
+    CREATE INDEX clips_by_verified ON clips(verified_at);
+    CREATE INDEX clips_not_backed_up ON clips(ingested_at) WHERE backed_up = 0;
+    CREATE TABLE totals(id INTEGER PRIMARY KEY CHECK (id = 1), files INTEGER NOT NULL,
+                        bytes INTEGER NOT NULL);
+    INSERT INTO totals VALUES (1, 0, 0);
+    CREATE TABLE day_totals(day TEXT PRIMARY KEY, files INTEGER NOT NULL, bytes INTEGER NOT NULL);
+    -- bytes added per UTC day of ingest, for the growth trend; never decremented
+    CREATE TABLE added_daily(day TEXT PRIMARY KEY, files INTEGER NOT NULL,
+                             bytes INTEGER NOT NULL);
+    CREATE TABLE downloads_daily(day TEXT NOT NULL, job_id TEXT NOT NULL,
+                                 count INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                                 PRIMARY KEY (day, job_id)) WITHOUT ROWID;
+    CREATE TRIGGER clips_ai AFTER INSERT ON clips BEGIN
+        UPDATE totals SET files = files + 1, bytes = bytes + NEW.size_bytes;
+        INSERT INTO day_totals VALUES (NEW.day, 1, NEW.size_bytes)
+            ON CONFLICT(day) DO UPDATE SET files = files + 1, bytes = bytes + NEW.size_bytes;
+        INSERT INTO added_daily VALUES (date(NEW.ingested_at, 'unixepoch'), 1, NEW.size_bytes)
+            ON CONFLICT(day) DO UPDATE SET files = files + 1, bytes = bytes + NEW.size_bytes;
+    END;
+    CREATE TRIGGER clips_ad AFTER DELETE ON clips BEGIN
+        UPDATE totals SET files = files - 1, bytes = bytes - OLD.size_bytes;
+        UPDATE day_totals SET files = files - 1, bytes = bytes - OLD.size_bytes
+            WHERE day = OLD.day;
+        DELETE FROM day_totals WHERE day = OLD.day AND files <= 0;
+    END;
+    CREATE TRIGGER clips_au AFTER UPDATE OF size_bytes, day ON clips BEGIN
+        UPDATE totals SET bytes = bytes - OLD.size_bytes + NEW.size_bytes;
+        UPDATE day_totals SET files = files - 1, bytes = bytes - OLD.size_bytes
+            WHERE day = OLD.day;
+        DELETE FROM day_totals WHERE day = OLD.day AND files <= 0;
+        INSERT INTO day_totals VALUES (NEW.day, 1, NEW.size_bytes)
+            ON CONFLICT(day) DO UPDATE SET files = files + 1, bytes = bytes + NEW.size_bytes;
+    END;
+    """,
+]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode stays consistent after a crash; a power cut may lose the last
+    # transactions, which the start-up reconcile then redoes from the tree.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _row_to_record(row: tuple[Any, ...]) -> ClipRecord:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["backed_up"] = bool(values["backed_up"])
+    return ClipRecord(**values)
+
+
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM clips"
+
+
+class Index:
+    """Blocking access to the index; one instance per thread that uses it.
+
+    Every method blocks on SQLite (it waits up to 30 s for another process's lock).
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = _connect(path)
+        self._migrate()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _migrate(self) -> None:
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if version > _SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {version} is newer than this clipd "
+                f"({_SCHEMA_VERSION}); upgrade clipd"
+            )
+        for number in range(version, _SCHEMA_VERSION):
+            with self._transaction() as conn:
+                # Another process may have migrated between our read and our lock.
+                if conn.execute("PRAGMA user_version").fetchone()[0] > number:
+                    continue
+                for statement in _split_sql(_MIGRATIONS[number]):
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+
+        def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _transaction(self) -> Index._Tx:
+        return Index._Tx(self._conn)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> ClipRecord | None:
+        row = self._conn.execute(_SELECT + " WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else _row_to_record(row)
+
+    def get_by_relpath(self, relpath: str) -> ClipRecord | None:
+        row = self._conn.execute(_SELECT + " WHERE relpath = ?", (relpath,)).fetchone()
+        return None if row is None else _row_to_record(row)
+
+    def totals(self) -> Totals:
+        files, size = self._conn.execute("SELECT files, bytes FROM totals").fetchone()
+        return Totals(files, size)
+
+    def day_totals(self) -> dict[str, Totals]:
+        rows = self._conn.execute("SELECT day, files, bytes FROM day_totals ORDER BY day")
+        return {day: Totals(files, size) for day, files, size in rows}
+
+    def added_daily(self, since_day: str) -> dict[str, Totals]:
+        rows = self._conn.execute(
+            "SELECT day, files, bytes FROM added_daily WHERE day >= ? ORDER BY day", (since_day,)
+        )
+        return {day: Totals(files, size) for day, files, size in rows}
+
+    def records(self, order_by: str = "mtime_ns") -> Iterator[ClipRecord]:
+        """All rows, oldest first by ``order_by`` (``mtime_ns`` or ``verified_at``)."""
+        if order_by not in {"mtime_ns", "verified_at", "ingested_at"}:
+            raise ValueError(order_by)
+        for row in self._conn.execute(_SELECT + f" ORDER BY {order_by}, job_id"):
+            yield _row_to_record(row)
+
+    def identities(self) -> dict[str, tuple[str, Identity]]:
+        """relpath → (job id, identity) for every row: what reconcile compares with."""
+        rows = self._conn.execute(
+            "SELECT relpath, job_id, size_bytes, mtime_ns, ctime_ns, inode FROM clips"
+        )
+        return {r[0]: (r[1], Identity(r[2], r[3], r[4], r[5])) for r in rows}
+
+    def least_recently_verified(self, limit: int) -> list[ClipRecord]:
+        rows = self._conn.execute(
+            _SELECT + " WHERE state = 'ok' ORDER BY verified_at, job_id LIMIT ?", (limit,)
+        )
+        return [_row_to_record(r) for r in rows]
+
+    def not_backed_up(self, limit: int) -> list[ClipRecord]:
+        rows = self._conn.execute(
+            _SELECT + " WHERE backed_up = 0 AND state = 'ok' ORDER BY ingested_at LIMIT ?",
+            (limit,),
+        )
+        return [_row_to_record(r) for r in rows]
+
+    def backlog(self) -> int:
+        (count,) = self._conn.execute(
+            "SELECT count(*) FROM clips WHERE backed_up = 0 AND state = 'ok'"
+        ).fetchone()
+        return int(count)
+
+    def pending_deletes(self) -> list[ClipRecord]:
+        rows = self._conn.execute(_SELECT + " WHERE state = 'deleting'")
+        return [_row_to_record(r) for r in rows]
+
+    def downloads(self, since_day: str) -> list[tuple[str, str, int, int]]:
+        """(day, job id, count, bytes) rows on or after ``since_day``."""
+        return list(
+            self._conn.execute(
+                "SELECT day, job_id, count, bytes FROM downloads_daily WHERE day >= ?"
+                " ORDER BY day, job_id",
+                (since_day,),
+            )
+        )
+
+    # -- writes --------------------------------------------------------------------------
+
+    def upsert(self, record: ClipRecord) -> None:
+        """Insert or replace the row of ``record.job_id`` (aggregates follow by trigger)."""
+        self.upsert_many([record])
+
+    def upsert_many(self, records: Iterable[ClipRecord]) -> None:
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "job_id")
+        sql = (
+            f"INSERT INTO clips ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
+            f" ON CONFLICT(job_id) DO UPDATE SET {updates}"
+        )
+        with self._transaction() as conn:
+            conn.executemany(sql, (astuple(r) for r in records))
+
+    def delete_many(self, job_ids: Iterable[str]) -> None:
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM clips WHERE job_id = ?", ((j,) for j in job_ids))
+
+    def delete(self, job_id: str) -> None:
+        self.delete_many([job_id])
+
+    def set_state(self, job_id: str, state: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE clips SET state = ? WHERE job_id = ?", (state, job_id))
+
+    def set_verified(self, job_id: str, verified_at: float) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE clips SET verified_at = ? WHERE job_id = ?", (verified_at, job_id))
+
+    def set_backed_up(self, job_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE clips SET backed_up = 1 WHERE job_id = ?", (job_id,))
+
+    def add_downloads(self, batch: Iterable[tuple[str, str, int, int]]) -> None:
+        """Add (day, job id, count, bytes) increments in one transaction."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO downloads_daily VALUES (?, ?, ?, ?) ON CONFLICT(day, job_id)"
+                " DO UPDATE SET count = count + excluded.count, bytes = bytes + excluded.bytes",
+                batch,
+            )
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("--") or not stripped:
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
+
+
+class AsyncIndex:
+    """The index from the event loop: writes on one thread, reads on a small pool."""
+
+    def __init__(self, path: Path, readers: int = 4) -> None:
+        self.path = path
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="clipd-index-writer")
+        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="clipd-index-reader")
+        self._local = threading.local()
+        self._readers: list[Index] = []
+        self._lock = threading.Lock()
+        self._writer: Index | None = None
+
+    def open_blocking(self) -> None:
+        """Create or migrate the database; blocks, call it via ``open``."""
+        self._writer = self._writer_pool.submit(Index, self.path).result()
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.open_blocking)
+
+    def _reader(self) -> Index:
+        reader: Index | None = getattr(self._local, "index", None)
+        if reader is None:
+            reader = Index(self.path)
+            self._local.index = reader
+            with self._lock:
+                self._readers.append(reader)
+        return reader
+
+    async def read(self, fn: Callable[[Index], _T]) -> _T:
+        """Run ``fn(index)`` on a reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_pool, lambda: fn(self._reader()))
+
+    async def write(self, fn: Callable[[Index], _T]) -> _T:
+        """Run ``fn(index)`` on the single writer thread."""
+        writer = self._writer
+        if writer is None:
+            raise RuntimeError("index is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer_pool, fn, writer)
+
+    def read_blocking(self, fn: Callable[[Index], _T]) -> _T:
+        """Run ``fn`` with this thread's reader (for collectors called off the loop)."""
+        return fn(self._reader())
+
+    async def get(self, job_id: str) -> ClipRecord | None:
+        return await self.read(lambda ix: ix.get(job_id))
+
+    async def close(self) -> None:
+        """Close every connection; the writer finishes queued writes first."""
+        loop = asyncio.get_running_loop()
+        if self._writer is not None:
+            await loop.run_in_executor(self._writer_pool, self._writer.close)
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+        with self._lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()

@@ -1,0 +1,404 @@
+"""Ingest: turn a path the watcher or a rescan noticed into an index record or a quarantine.
+
+One direction only: paths come in, records go to the index. Validation and hashing run
+in a bounded thread pool; every index write goes through the single writer thread, which
+also decides job-id conflicts so two files can never claim one id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+
+from clipd.checks import Examined, FileChangedError, examine_file, identity_of
+from clipd.config import IngestConfig, StorageConfig
+from clipd.index import AsyncIndex, ClipRecord, Identity, Index
+from clipd.metrics import Metrics
+from clipd.naming import ClipName, is_day_folder, is_ignored, parse_relpath
+from clipd.quarantine import quarantine_file
+from clipd.reconcile import ReconcilePlan, plan_reconcile, walk_tree
+
+__all__ = ["Ingestor", "Outcome", "ReconcileReport"]
+
+logger = logging.getLogger(__name__)
+_BATCH = 128
+_MAX_RETRIES = 30
+
+
+class Outcome(Enum):
+    RECORDED = "recorded"
+    UNCHANGED = "unchanged"
+    QUARANTINED = "quarantined"
+    GONE = "gone"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    examined: int
+    recorded: int
+    dropped: int
+    quarantined: int
+    stale_tmp_removed: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    outcome: Outcome
+    reason: str = ""
+    record: ClipRecord | None = None
+
+
+def _examine_blocking(
+    clips_dir: Path,
+    relpath: str,
+    name: ClipName | None,
+    known: Identity | None,
+    storage: StorageConfig,
+    settle_ns: int,
+    now_ns: int,
+) -> _Verdict:
+    """Validate and hash one file (blocks). Reasons are final only for settled files."""
+    path = clips_dir / relpath
+    try:
+        st = path.lstat()
+        if known is not None and identity_of(st) == known:
+            return _Verdict(Outcome.UNCHANGED)
+        if name is None:
+            examined = Examined(
+                "name is not <Title>_<jobid>.<ext> with an allowed extension", identity_of(st)
+            )
+        else:
+            examined = examine_file(path, name.ext, storage.min_bytes, storage.max_bytes)
+    except FileNotFoundError:
+        return _Verdict(Outcome.GONE)
+    except FileChangedError:
+        return _Verdict(Outcome.RETRY, "changed while being read")
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        examined = Examined("symlink: only regular files are clips", None)
+    if examined.reason:
+        # A writer that does not rename atomically may still be filling the file.
+        fresh = examined.identity is not None and now_ns - examined.identity.mtime_ns < settle_ns
+        return _Verdict(Outcome.RETRY if fresh else Outcome.QUARANTINED, examined.reason)
+    assert examined.identity is not None and name is not None
+    identity = examined.identity
+    now = now_ns / 1e9
+    day = relpath.partition("/")[0]
+    record = ClipRecord(
+        job_id=name.job_id,
+        relpath=relpath,
+        day=day,
+        title=name.title,
+        ext=name.ext,
+        size_bytes=identity.size_bytes,
+        mtime_ns=identity.mtime_ns,
+        ctime_ns=identity.ctime_ns,
+        inode=identity.inode,
+        sha256=examined.sha256,
+        ingested_at=now,
+        verified_at=now,
+    )
+    return _Verdict(Outcome.RECORDED, record=record)
+
+
+def _record_blocking(ix: Index, clips_dir: Path, records: Sequence[ClipRecord]) -> list[str]:
+    """Write records on the writer thread; returns a conflict reason (or "") per record.
+
+    A job id already indexed at another path whose file still exists is a conflict;
+    if that file is gone, this is a move and the row follows the file.
+    """
+    reasons: list[str] = []
+    accepted: list[ClipRecord] = []
+    for record in records:
+        existing = ix.get(record.job_id)
+        if existing is not None and existing.relpath != record.relpath:
+            if (clips_dir / existing.relpath).exists():
+                reasons.append(
+                    f"conflict: job id {record.job_id} is already indexed at {existing.relpath}"
+                )
+                continue
+        if existing is not None:
+            # Keep what the row knows beyond the file itself.
+            record = replace(
+                record,
+                ingested_at=existing.ingested_at,
+                display_title=existing.display_title,
+                backed_up=existing.backed_up and existing.sha256 == record.sha256,
+            )
+        accepted.append(record)
+        reasons.append("")
+    if accepted:
+        ix.upsert_many(accepted)
+    return reasons
+
+
+class Ingestor:
+    """Receives noticed paths on the event loop and records or quarantines them."""
+
+    def __init__(
+        self,
+        clips_dir: Path,
+        storage: StorageConfig,
+        ingest: IngestConfig,
+        index: AsyncIndex,
+        metrics: Metrics,
+        stale_tmp_s: float,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.clips_dir = clips_dir
+        self.storage = storage
+        self.ingest = ingest
+        self.stale_tmp_s = stale_tmp_s
+        self._index = index
+        self._metrics = metrics
+        self._clock_ns = clock_ns
+        self._pool = ThreadPoolExecutor(ingest.hash_workers, thread_name_prefix="clipd-hash")
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._retries: dict[str, int] = {}
+        self._extensions = frozenset(storage.extensions)
+        self.on_recorded: list[Callable[[], None]] = []
+
+    # -- from the watcher (event loop) ------------------------------------------------
+
+    def relpath_of(self, path: str) -> str | None:
+        """``<day>/<name>`` for a path directly inside a day folder of the tree, else None."""
+        try:
+            rel = Path(path).relative_to(self.clips_dir)
+        except ValueError:
+            return None
+        parts = rel.parts
+        if len(parts) != 2 or not is_day_folder(parts[0]) or is_ignored(parts[1]):
+            return None
+        return f"{parts[0]}/{parts[1]}"
+
+    def notice(self, relpath: str, delay_s: float = 0.0) -> None:
+        """Look at ``relpath`` after ``delay_s`` (debounced); must run on the loop."""
+        loop = asyncio.get_running_loop()
+        timer = self._timers.pop(relpath, None)
+        if timer is not None:
+            timer.cancel()
+        if delay_s > 0:
+            self._timers[relpath] = loop.call_later(delay_s, self._start, relpath)
+        else:
+            self._start(relpath)
+
+    def _start(self, relpath: str) -> None:
+        self._timers.pop(relpath, None)
+        if relpath in self._running:
+            self._again.add(relpath)
+            return
+        task = asyncio.get_running_loop().create_task(self._run(relpath))
+        self._running[relpath] = task
+
+    async def _run(self, relpath: str) -> None:
+        try:
+            while True:
+                self._again.discard(relpath)
+                try:
+                    await self.process(relpath)
+                except OSError:
+                    logger.error("ingest of %s failed; the next rescan retries", relpath,
+                                 exc_info=True)
+                if relpath not in self._again:
+                    break
+        finally:
+            self._running.pop(relpath, None)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running or self._timers)
+
+    async def drain(self) -> None:
+        """Wait until nothing is pending or running (timers included)."""
+        while self._running or self._timers:
+            tasks = list(self._running.values())
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            else:
+                await asyncio.sleep(0.05)
+
+    # -- processing ---------------------------------------------------------------------
+
+    async def process(self, relpath: str) -> Outcome:
+        """Examine one file and record, quarantine or forget it. Raises OSError on I/O."""
+        parsed = parse_relpath(relpath, self._extensions)
+        name = parsed[1] if parsed else None
+        known = await self._index.read(lambda ix: ix.get_by_relpath(relpath))
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(
+            self._pool,
+            _examine_blocking,
+            self.clips_dir,
+            relpath,
+            name,
+            None if known is None else known.identity,
+            self.storage,
+            int(self.ingest.settle_seconds * 1e9),
+            self._clock_ns(),
+        )
+        return await self._apply(relpath, verdict, known)
+
+    async def _apply(self, relpath: str, verdict: _Verdict, known: ClipRecord | None) -> Outcome:
+        outcome = verdict.outcome
+        reason = verdict.reason
+        if outcome is Outcome.RETRY:
+            tries = self._retries.get(relpath, 0) + 1
+            self._retries[relpath] = tries
+            if tries <= _MAX_RETRIES:
+                self.notice(relpath, max(self.ingest.settle_seconds, 0.1))
+                return outcome
+            reason = f"{reason or 'invalid'} (still so after {_MAX_RETRIES} tries)"
+        self._retries.pop(relpath, None)
+        if outcome is Outcome.UNCHANGED:
+            return outcome
+        if outcome is Outcome.GONE:
+            if known is not None:
+                await self._index.write(lambda ix: ix.delete(known.job_id))
+                logger.info("forgot %s (job %s): file is gone", relpath, known.job_id)
+            return outcome
+        if outcome is Outcome.RECORDED:
+            assert verdict.record is not None
+            (reason,) = await self._record([verdict.record])
+            if not reason:
+                return outcome
+        await self._quarantine(relpath, reason, known)
+        return Outcome.QUARANTINED
+
+    async def _record(self, records: Sequence[ClipRecord]) -> list[str]:
+        reasons = await self._index.write(
+            lambda ix: _record_blocking(ix, self.clips_dir, records)
+        )
+        for record, reason in zip(records, reasons, strict=True):
+            if reason:
+                continue
+            self._metrics.ingested_files.inc()
+            self._metrics.ingested_bytes.inc(record.size_bytes)
+            logger.info(
+                "recorded %s (job %s, %d bytes, sha256 %s)",
+                record.relpath, record.job_id, record.size_bytes, record.sha256,
+            )
+        if any(not r for r in reasons):
+            for callback in self.on_recorded:
+                callback()
+        return reasons
+
+    async def _quarantine(self, relpath: str, reason: str, known: ClipRecord | None) -> None:
+        parsed = parse_relpath(relpath)
+        job_id = parsed[1].job_id if parsed else ""
+        loop = asyncio.get_running_loop()
+        moved = await loop.run_in_executor(
+            self._pool, quarantine_file, self.clips_dir, relpath, reason, job_id
+        )
+        if known is not None:
+            await self._index.write(lambda ix: ix.delete(known.job_id))
+        if moved is not None:
+            self._metrics.quarantined_files.labels(_reason_label(reason)).inc()
+
+    # -- whole-tree passes ------------------------------------------------------------
+
+    async def reconcile(self) -> ReconcileReport:
+        """Walk the tree, hash what is new or changed, drop rows of vanished files."""
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        walk = await loop.run_in_executor(self._pool, walk_tree, self.clips_dir)
+        indexed = await self._index.read(lambda ix: ix.identities())
+        plan: ReconcilePlan = plan_reconcile(
+            walk, indexed, self._clock_ns(), int(self.stale_tmp_s * 1e9)
+        )
+        if plan.to_drop:
+            await self._index.write(lambda ix: ix.delete_many(plan.to_drop))
+            logger.info("dropped %d index rows whose files are gone", len(plan.to_drop))
+        removed = await loop.run_in_executor(self._pool, self._remove_stale_tmp, plan.stale_tmp)
+        counts = {o: 0 for o in Outcome}
+        chunks = [plan.to_examine[i : i + _BATCH] for i in range(0, len(plan.to_examine), _BATCH)]
+        for outcomes in asyncio.as_completed([self._examine_batch(c, indexed) for c in chunks]):
+            for outcome in await outcomes:
+                counts[outcome] += 1
+        return ReconcileReport(
+            examined=len(plan.to_examine),
+            recorded=counts[Outcome.RECORDED],
+            dropped=len(plan.to_drop),
+            quarantined=counts[Outcome.QUARANTINED],
+            stale_tmp_removed=removed,
+            seconds=time.monotonic() - started,
+        )
+
+    async def _examine_batch(
+        self, relpaths: Sequence[str], indexed: dict[str, tuple[str, Identity]]
+    ) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        settle_ns = int(self.ingest.settle_seconds * 1e9)
+        now_ns = self._clock_ns()
+
+        def run() -> list[_Verdict]:
+            verdicts = []
+            for relpath in relpaths:
+                parsed = parse_relpath(relpath, self._extensions)
+                known = indexed.get(relpath)
+                verdicts.append(
+                    _examine_blocking(
+                        self.clips_dir, relpath, parsed[1] if parsed else None,
+                        None if known is None else known[1], self.storage, settle_ns, now_ns,
+                    )
+                )
+            return verdicts
+
+        verdicts = await loop.run_in_executor(self._pool, run)
+        fresh = [v.record for v in verdicts if v.outcome is Outcome.RECORDED and v.record]
+        reasons = iter(await self._record(fresh)) if fresh else iter(())
+        outcomes = []
+        for relpath, verdict in zip(relpaths, verdicts, strict=True):
+            if verdict.outcome is Outcome.RECORDED:
+                reason = next(reasons)
+                if not reason:
+                    outcomes.append(Outcome.RECORDED)
+                    continue
+                verdict = _Verdict(Outcome.QUARANTINED, reason)
+            if verdict.outcome is Outcome.UNCHANGED:
+                outcomes.append(verdict.outcome)
+                continue
+            known = await self._index.read(lambda ix, p=relpath: ix.get_by_relpath(p))
+            outcomes.append(await self._apply(relpath, verdict, known))
+        return outcomes
+
+    def _remove_stale_tmp(self, relpaths: Sequence[str]) -> int:
+        removed = 0
+        for relpath in relpaths:
+            try:
+                os.unlink(self.clips_dir / relpath)
+            except FileNotFoundError:
+                continue
+            removed += 1
+            logger.warning(
+                "removed stale temp file %s (older than %.0f minutes: a writer crashed)",
+                relpath, self.stale_tmp_s / 60,
+            )
+        return removed
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _reason_label(reason: str) -> str:
+    """A small, bounded label value for the quarantine counter."""
+    for label in ("conflict", "symlink", "regular file", "signature", "min_bytes",
+                  "max_bytes", "name", "changing", "integrity"):
+        if label in reason:
+            return label.replace(" ", "_")
+    return "other"

@@ -1,0 +1,48 @@
+"""Logging set-up: journald priorities under systemd, timestamps elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+__all__ = ["setup_logging"]
+
+# syslog priorities for the "<N>" prefix that journald reads (sd-daemon(3)).
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITY.get(record.levelno, 5 if record.levelno > logging.INFO else 7)
+        text = super().format(record)
+        # journald reads the prefix per line: repeat it on continuation lines.
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def setup_logging(level: str, environ: Mapping[str, str] = os.environ) -> None:
+    """Log to stderr; without timestamps but with ``<N>`` when journald reads stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    if environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Third-party chatter stays out of clipd's debug log.
+    logging.getLogger("watchdog").setLevel(max(root.level, logging.INFO))
+    logging.getLogger("asyncio").setLevel(max(root.level, logging.INFO))
+    logging.getLogger("botocore").setLevel(max(root.level, logging.WARNING))
+    logging.getLogger("aiohttp.access").setLevel(max(root.level, logging.WARNING))

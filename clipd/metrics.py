@@ -1,0 +1,107 @@
+"""Prometheus metrics: event counters, and one collector over the index aggregates.
+
+Gauges that describe the tree (clips, bytes, disk use, backup backlog) are read from
+the index aggregates at scrape time, so a scrape is O(1) whatever the tree size.
+``render`` blocks (SQLite, statvfs): the web layer calls it in a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from clipd import __version__
+from clipd.index import Index
+
+__all__ = ["IndexCollector", "Metrics", "render"]
+
+
+@dataclass
+class Metrics:
+    """The counters clipd's parts increment, registered in one registry per daemon."""
+
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+
+    def __post_init__(self) -> None:
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(f"clipd_{name}", doc, labels, registry=r)
+
+        self.ingested_files = counter("ingested_files", "Clips recorded in the index.")
+        self.ingested_bytes = counter("ingested_bytes", "Bytes of clips recorded in the index.")
+        self.quarantined_files = counter(
+            "quarantined_files", "Files moved to quarantine, by reason.", ("reason",)
+        )
+        self.downloads = counter("downloads", "Download responses, by status code.", ("code",))
+        self.download_bytes = counter("download_bytes", "Bytes sent in download bodies.")
+        self.integrity_mismatches = counter(
+            "integrity_mismatches", "Clips refused at download because their bytes changed."
+        )
+        self.scrub_mismatches = counter("scrub_mismatches", "Clips the scrub found changed.")
+        self.scrub_verified_bytes = counter("scrub_verified_bytes", "Bytes re-hashed by scrub.")
+        self.retention_deleted_files = counter("retention_deleted_files", "Clips evicted.")
+        self.retention_freed_bytes = counter("retention_freed_bytes", "Bytes freed by retention.")
+        self.backup_failures = counter("backup_failures", "Failed backup uploads.")
+        self.backup_uploaded_files = counter("backup_uploaded_files", "Clips backed up.")
+        self.watcher_rescans = counter("watcher_rescans", "Full rescans of the tree, by cause.")
+        self.watcher_overflows = counter(
+            "watcher_overflows", "inotify queue overflows or lost watches detected."
+        )
+        self.retention_last_run = Gauge(
+            "clipd_retention_last_run_timestamp_seconds",
+            "When retention last finished (Unix time).",
+            registry=r,
+        )
+        self.retention_last_duration = Gauge(
+            "clipd_retention_last_run_duration_seconds", "How long the last retention run took.",
+            registry=r,
+        )
+        info = Gauge("clipd_build_info", "clipd version.", ("version",), registry=r)
+        info.labels(__version__).set(1)
+
+
+class IndexCollector(Collector):
+    """Gauges read from the index aggregates and the filesystem at scrape time."""
+
+    def __init__(
+        self,
+        read_index: Callable[[Callable[[Index], tuple[int, int, int]]], tuple[int, int, int]],
+        clips_dir: Path,
+        is_ready: Callable[[], bool],
+        backup_enabled: bool,
+    ) -> None:
+        self._read_index = read_index
+        self._clips_dir = clips_dir
+        self._is_ready = is_ready
+        self._backup_enabled = backup_enabled
+
+    def collect(self) -> Iterator[Metric]:
+        with_backlog = self._backup_enabled
+        files, size, backlog = self._read_index(
+            lambda ix: (*ix.totals(), ix.backlog() if with_backlog else 0)
+        )
+        disk = psutil.disk_usage(str(self._clips_dir))
+        for name, doc, value in (
+            ("clipd_ready", "1 once the index is reconciled and the server is serving.",
+             1.0 if self._is_ready() else 0.0),
+            ("clipd_clip_files", "Clips in the index.", files),
+            ("clipd_clip_bytes", "Bytes of clips in the index.", size),
+            ("clipd_disk_total_bytes", "Size of the clips filesystem.", disk.total),
+            ("clipd_disk_free_bytes", "Free bytes on the clips filesystem.", disk.free),
+            ("clipd_disk_used_ratio", "Used fraction (0-1) of the clips filesystem.",
+             disk.used / disk.total if disk.total else 0.0),
+            ("clipd_backup_backlog_files", "Clips not yet copied to the backup bucket.", backlog),
+        ):
+            yield GaugeMetricFamily(name, doc, value=float(value))
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of ``registry``; blocks (runs collectors)."""
+    return generate_latest(registry)

@@ -1,0 +1,56 @@
+"""Quarantine: move a bad file out of the served tree, with a JSON note of why.
+
+Nothing is ever silently deleted: a file that fails validation or integrity goes to
+``<clips_dir>/.clipd/quarantine/<day>/<name>`` beside ``<name>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from clipd.index import INDEX_DIRNAME
+
+__all__ = ["QUARANTINE_DIRNAME", "quarantine_dir", "quarantine_file"]
+
+logger = logging.getLogger(__name__)
+QUARANTINE_DIRNAME = "quarantine"
+
+
+def quarantine_dir(clips_dir: Path) -> Path:
+    return clips_dir / INDEX_DIRNAME / QUARANTINE_DIRNAME
+
+
+def quarantine_file(clips_dir: Path, relpath: str, reason: str, job_id: str = "") -> Path | None:
+    """Move ``relpath`` into quarantine with a JSON sidecar; blocks on the disk.
+
+    Returns the new path, or None when the file was already gone. The rename stays on
+    one filesystem (the quarantine is inside the tree), so it is atomic.
+    """
+    source = clips_dir / relpath
+    day = relpath.partition("/")[0] or "unknown"
+    target_dir = quarantine_dir(clips_dir) / day
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / source.name
+    n = 0
+    while target.exists() or target.with_name(target.name + ".json").exists():
+        n += 1
+        target = target_dir / f"{source.name}.{n}"
+    note = {
+        "original_path": relpath,
+        "job_id": job_id,
+        "reason": reason,
+        "quarantined_at": time.time(),
+    }
+    note_path = target.with_name(target.name + ".json")
+    note_path.write_text(json.dumps(note, indent=2) + "\n")
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        note_path.unlink(missing_ok=True)
+        return None
+    logger.warning("quarantined %s (job %s): %s -> %s", relpath, job_id or "-", reason, target)
+    return target

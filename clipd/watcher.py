@@ -1,0 +1,125 @@
+"""The watcher: watchdog's inotify observer feeding paths to ingest on the event loop.
+
+The observer thread does one thing: hand each event to the loop with
+``call_soon_threadsafe``. watchdog may drop events on an inotify queue overflow
+(older versions silently, gorakhargosh/watchdog#654) and cannot add watches past the
+per-user limit; both are detected where possible and answered with a full rescan,
+and a periodic rescan in the daemon covers whatever cannot be detected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+__all__ = ["Watcher"]
+
+logger = logging.getLogger(__name__)
+_WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+
+_QUIET_KINDS = frozenset({"opened", "closed_no_write", "attrib"})
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sink: Callable[..., None], hidden: str
+    ) -> None:
+        self._loop = loop
+        self._sink = sink
+        self._hidden = hidden
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        # Cheap filters only: every SQLite write in .clipd/ is an event we never want.
+        if event.event_type in _QUIET_KINDS or os.fsdecode(event.src_path).startswith(
+            self._hidden
+        ):
+            return
+        dest = os.fsdecode(getattr(event, "dest_path", "") or "")
+        self._loop.call_soon_threadsafe(
+            self._sink, event.event_type, os.fsdecode(event.src_path), dest, event.is_directory
+        )
+
+
+class _OverflowSpotter(logging.Handler):
+    """Newer watchdog logs a warning when the kernel queue overflows: turn it into a rescan."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._loop = loop
+        self._on_lost = on_lost
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().lower()
+        if "overflow" in text or "watch" in text and "limit" in text:
+            self._loop.call_soon_threadsafe(self._on_lost, "overflow")
+
+
+class Watcher:
+    """Recursive inotify watch over the clips tree.
+
+    ``on_event(kind, path, dest_path, is_directory)`` and ``on_lost(cause)`` are called
+    on the event loop.
+    """
+
+    def __init__(
+        self,
+        clips_dir: Path,
+        loop: asyncio.AbstractEventLoop,
+        on_event: Callable[[str, str, str, bool], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self._clips_dir = clips_dir
+        self._loop = loop
+        self._on_event = on_event
+        self._on_lost = on_lost
+        self._observer: Any = None
+        self._spotter = _OverflowSpotter(loop, on_lost)
+
+    def start_blocking(self) -> bool:
+        """Start the observer (adds a watch per folder: blocks). False if watches failed."""
+        for name in _WATCHDOG_LOGGERS:
+            logging.getLogger(name).addHandler(self._spotter)
+        observer = Observer()
+        observer.daemon = True
+        try:
+            handler = _Handler(self._loop, self._on_event, str(self._clips_dir / ".clipd"))
+            observer.schedule(handler, str(self._clips_dir), recursive=True)
+            observer.start()
+        except OSError as exc:
+            logger.error(
+                "cannot watch %s (%s): falling back to periodic rescans; raise "
+                "fs.inotify.max_user_watches / max_user_instances", self._clips_dir, exc,
+            )
+            self._stop_observer(observer)
+            return False
+        self._observer = observer
+        return True
+
+    def is_alive(self) -> bool:
+        """False once the observer or any of its emitters died (e.g. a watch limit hit)."""
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in list(observer.emitters))
+
+    def stop_blocking(self) -> None:
+        """Stop and join the observer thread; blocks briefly."""
+        for name in _WATCHDOG_LOGGERS:
+            logging.getLogger(name).removeHandler(self._spotter)
+        if self._observer is not None:
+            self._stop_observer(self._observer)
+            self._observer = None
+
+    @staticmethod
+    def _stop_observer(observer: Any) -> None:
+        observer.stop()
+        if observer.is_alive():
+            observer.join(timeout=5)
