@@ -25,6 +25,9 @@ from clipd.ingest import Ingestor
 from clipd.logs import setup_logging
 from clipd.metrics import IndexCollector, Metrics
 from clipd.notify import Notifier, listen_socket, watchdog_interval_s
+from clipd.removal import finish_pending
+from clipd.storage import Backend
+from clipd.storage.local import LocalBackend
 from clipd.watcher import Watcher
 from clipd.web import State, make_app
 
@@ -80,6 +83,7 @@ class Daemon:
         environ: Mapping[str, str] = os.environ,
         services: list[Service] | None = None,
         extra_routes: list[web.RouteDef] | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.config = config
         self._reload = reload
@@ -87,7 +91,10 @@ class Daemon:
         self.notifier = Notifier(environ)
         self.metrics = Metrics()
         self.index = AsyncIndex(index_path(config.clips_dir))
-        self.state = State(config=config, index=self.index, metrics=self.metrics)
+        self.backend: Backend = backend or LocalBackend(config.clips_dir)
+        self.state = State(
+            config=config, index=self.index, metrics=self.metrics, backend=self.backend
+        )
         self.ingestor = Ingestor(
             config.clips_dir, config.storage, config.ingest, self.index, self.metrics,
             stale_tmp_s=config.retention.stale_tmp_minutes * 60,
@@ -118,6 +125,7 @@ class Daemon:
                     backup_enabled=bool(self.config.backup.s3_bucket),
                 )
             )
+            await finish_pending(self.index, self.backend)
             await self._start_watcher()
             self.notifier.send("STATUS=starting: reconciling index with the tree")
             report = await self.ingestor.reconcile()

@@ -22,6 +22,7 @@ from clipd.config import Config
 from clipd.errors import ClipdError
 from clipd.index import AsyncIndex
 from clipd.metrics import Metrics, render
+from clipd.storage import Backend
 
 __all__ = ["STATE", "State", "error_body", "make_app"]
 
@@ -36,6 +37,7 @@ class State:
     config: Config
     index: AsyncIndex
     metrics: Metrics
+    backend: Backend
     ready: bool = False
     stopping: bool = False
     watcher: str = "starting"
@@ -112,7 +114,7 @@ async def _storage_metrics(request: web.Request) -> web.Response:
             "clips_disk_used_bytes": totals.bytes,
             "clips_disk_used_mb": round(totals.bytes / _MB, 2),
             "file_count": totals.files,
-            "base_path": str(state.clips_dir.resolve()),
+            "base_path": state.backend.base_path,
             "disk_total_bytes": disk.total,
             "disk_free_bytes": disk.free,
             "disk_used_bytes": disk.used,

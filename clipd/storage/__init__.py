@@ -1,1 +1,46 @@
-"""Storage backends behind one small protocol."""
+"""Storage backends behind one small protocol: where a clip's bytes live.
+
+The web layer, retention and reports talk only to :class:`Backend`; the difference
+between a local tree and an S3 bucket stays behind it. Every method that touches the
+disk or the network runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from clipd.index import Identity
+
+__all__ = ["Backend"]
+
+
+class Backend(Protocol):
+    """Where clips are stored; ``relpath`` is ``<day>/<Title>_<jobid>.<ext>``."""
+
+    name: str
+
+    @property
+    def base_path(self) -> str:
+        """What ``/api/v1/storage/metrics`` reports as ``base_path``."""
+        ...
+
+    async def stat(self, relpath: str) -> Identity | None:
+        """The stored object's identity now, or None when it is gone."""
+        ...
+
+    def local_path(self, relpath: str) -> Path | None:
+        """A local file to send with sendfile, or None when the bytes are remote."""
+        ...
+
+    async def presign(self, relpath: str, ttl_s: int) -> str | None:
+        """A time-limited URL for the bytes, or None when the backend has none."""
+        ...
+
+    async def put(self, source: Path, relpath: str, sha256: str) -> Identity:
+        """Move (or upload) the verified temp file ``source`` in as ``relpath``."""
+        ...
+
+    async def delete(self, relpath: str) -> bool:
+        """Remove the stored clip; False when it was already gone."""
+        ...
