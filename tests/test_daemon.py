@@ -244,7 +244,7 @@ def test_sighup_reloads_config(make_daemon, clips_dir: Path, tmp_path: Path) -> 
 def test_journal_stream_lines_carry_priority_and_no_timestamp(make_daemon, clips_dir):
     daemon = make_daemon(env={"JOURNAL_STREAM": "8:1234"}).start()
     write_clip(clips_dir, DAY, "Bad_Stuff_jb1.mp4", b"garbage" * 20)
-    wait_for(lambda: "quarantined" in daemon.log(), what="warning line")
+    wait_for(lambda: "clipd.quarantine: quarantined" in daemon.log(), what="warning line")
     daemon.stop()
     lines = [line for line in daemon.log().splitlines() if line]
     assert lines and all(line[:3] in {"<3>", "<4>", "<6>", "<7>", "<2>"} for line in lines), lines
