@@ -1,0 +1,91 @@
+"""The SQLite index: aggregates kept by triggers, migrations, readers beside a writer."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clipd.index import AsyncIndex, ClipRecord, Index, Totals, index_path
+
+
+def rec(job: str, day: str = "2026-11-24", size: int = 10, ingested_at: float = 1e9) -> ClipRecord:
+    return ClipRecord(job_id=job, relpath=f"{day}/T_{job}.mp4", day=day, title="T", ext=".mp4",
+                      size_bytes=size, mtime_ns=1, ctime_ns=1, inode=1, sha256="0" * 64,
+                      ingested_at=ingested_at, verified_at=ingested_at)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Index:
+    ix = Index(index_path(tmp_path))
+    yield ix
+    ix.close()
+
+
+def test_aggregates_follow_inserts_updates_and_deletes(index: Index) -> None:
+    index.upsert_many([rec("a", size=10), rec("b", size=20), rec("c", "2026-11-25", 5)])
+    assert index.totals() == Totals(3, 35)
+    assert index.day_totals() == {"2026-11-24": Totals(2, 30), "2026-11-25": Totals(1, 5)}
+    index.upsert(replace(rec("a"), size_bytes=100))
+    assert index.totals() == Totals(3, 125)
+    index.delete_many(["a", "b"])
+    assert index.totals() == Totals(1, 5)
+    assert index.day_totals() == {"2026-11-25": Totals(1, 5)}
+    assert index.added_daily("1970-01-01") == {"2001-09-09": Totals(3, 35)}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 10**9),
+                          st.sampled_from(["2026-11-01", "2026-11-02"]), st.booleans())))
+def test_aggregates_always_equal_a_full_count(tmp_path_factory, ops) -> None:
+    ix = Index(index_path(tmp_path_factory.mktemp("ix")))
+    try:
+        for job, size, day, delete in ops:
+            if delete:
+                ix.delete(job)
+            else:
+                ix.upsert(rec(job, day, size))
+        rows = list(ix.records())
+        assert ix.totals() == Totals(len(rows), sum(r.size_bytes for r in rows))
+        per_day: dict[str, Totals] = {}
+        for r in rows:
+            t = per_day.get(r.day, Totals(0, 0))
+            per_day[r.day] = Totals(t.files + 1, t.bytes + r.size_bytes)
+        assert ix.day_totals() == per_day
+    finally:
+        ix.close()
+
+
+def test_schema_version_is_recorded_and_reopen_is_idempotent(tmp_path: Path) -> None:
+    Index(index_path(tmp_path)).close()
+    ix = Index(index_path(tmp_path))
+    ix.upsert(rec("a"))
+    ix.close()
+    conn = sqlite3.connect(index_path(tmp_path))
+    assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    Index(index_path(tmp_path)).close()
+    conn = sqlite3.connect(index_path(tmp_path))
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer than this clipd"):
+        Index(index_path(tmp_path))
+
+
+async def test_async_index_reads_see_writes(tmp_path: Path) -> None:
+    ix = AsyncIndex(index_path(tmp_path))
+    await ix.open()
+    try:
+        await ix.write(lambda w: w.upsert(rec("x", size=7)))
+        assert (await ix.get("x")) == rec("x", size=7)
+        assert await ix.read(lambda r: r.totals()) == Totals(1, 7)
+    finally:
+        await ix.close()

@@ -1,0 +1,78 @@
+"""The minimal HTTP surface on a real aiohttp server: health, metrics, JSON errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clipd import config as config_mod
+from clipd.index import AsyncIndex, ClipRecord, index_path
+from clipd.metrics import IndexCollector, Metrics
+from clipd.storage.local import LocalBackend
+from clipd.web import State, make_app
+
+
+@pytest.fixture
+async def state(tmp_path: Path):
+    cfg = config_mod.load({}, {"CLIPS_DIR": str(tmp_path)}, None)
+    index = AsyncIndex(index_path(tmp_path))
+    await index.open()
+    metrics = Metrics()
+    st = State(config=cfg, index=index, metrics=metrics, backend=LocalBackend(tmp_path))
+    metrics.registry.register(
+        IndexCollector(index.read_blocking, tmp_path, lambda: st.ready, backup_enabled=False)
+    )
+    yield st
+    await index.close()
+
+
+async def test_health_is_503_until_ready(aiohttp_client, state: State) -> None:
+    client = await aiohttp_client(make_app(state))
+    response = await client.get("/health")
+    assert response.status == 503
+    assert (await response.json())["ready"] is False
+    state.ready = True
+    response = await client.get("/health")
+    assert response.status == 200
+    assert (await response.json())["status"] == "ok"
+    state.stopping = True
+    assert (await client.get("/health")).status == 503
+
+
+async def test_storage_metrics_have_the_legacy_fields(aiohttp_client, state: State) -> None:
+    await state.index.write(lambda ix: ix.upsert(ClipRecord(
+        job_id="a", relpath="2026-11-24/T_a.mp4", day="2026-11-24", title="T", ext=".mp4",
+        size_bytes=3 * 1024 * 1024, mtime_ns=1, ctime_ns=1, inode=1, sha256="0" * 64,
+        ingested_at=1.0, verified_at=1.0)))
+    client = await aiohttp_client(make_app(state))
+    body = await (await client.get("/api/v1/storage/metrics")).json()
+    assert body["storage_backend"] == "local"
+    assert body["clips_disk_used_bytes"] == 3 * 1024 * 1024
+    assert body["clips_disk_used_mb"] == 3.0
+    assert body["file_count"] == 1
+    assert body["base_path"] == str(state.clips_dir.resolve())
+    assert 0 < body["disk_used_ratio"] < 1
+
+
+async def test_metrics_are_prometheus_text_in_base_units(aiohttp_client, state: State) -> None:
+    client = await aiohttp_client(make_app(state))
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = await response.text()
+    for name in ("clipd_clip_files 0.0", "clipd_clip_bytes 0.0", "clipd_disk_used_ratio",
+                 "clipd_ready 0.0", "clipd_ingested_files_total 0.0"):
+        assert name in text
+    assert "percent" not in text
+
+
+async def test_unknown_path_and_method_answer_json(aiohttp_client, state: State) -> None:
+    client = await aiohttp_client(make_app(state))
+    response = await client.get("/nope")
+    assert response.status == 404
+    assert set(await response.json()) == {"error", "detail"}
+    response = await client.post("/health")
+    assert response.status == 405
+    assert (await response.json())["error"] == "method_not_allowed"
+    assert "Allow" in response.headers
