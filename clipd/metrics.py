@@ -26,7 +26,9 @@ __all__ = ["IndexCollector", "Metrics", "render"]
 class Metrics:
     """The counters clipd's parts increment, registered in one registry per daemon."""
 
-    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    registry: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
 
     def __post_init__(self) -> None:
         r = self.registry

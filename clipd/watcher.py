@@ -58,7 +58,7 @@ class _OverflowSpotter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage().lower()
-        if "overflow" in text or "watch" in text and "limit" in text:
+        if "overflow" in text or ("watch" in text and "limit" in text):
             self._loop.call_soon_threadsafe(self._on_lost, "overflow")
 
 

@@ -53,7 +53,8 @@ def test_legacy_names_work_and_namespaced_names_win() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"CLIPD_RETENTION_MAX_AGE_HOURS": "-3"}, "CLIPD_RETENTION_MAX_AGE_HOURS='-3': must be > 0"),
+        ({"CLIPD_RETENTION_MAX_AGE_HOURS": "-3"},
+         "CLIPD_RETENTION_MAX_AGE_HOURS='-3': must be > 0"),
         ({"CLIPD_RETENTION_MAX_AGE_HOURS": "soon"}, "'soon': must be a number"),
         ({"CLIPD_LISTEN": "localhost"}, "CLIPD_LISTEN='localhost': must be host:port"),
         ({"CLIPD_LISTEN": "h:99999"}, "port 0-65535"),

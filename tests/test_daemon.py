@@ -214,7 +214,7 @@ def test_sigterm_during_burst_then_kill9_restart_index_equals_disk(make_daemon, 
     rng = random.Random(42)
     daemon = make_daemon()
     written = 0
-    for round_no in range(5):
+    for _ in range(5):
         daemon.start()
         for _ in range(rng.randint(20, 60)):
             write_clip(clips_dir, f"2026-11-{20 + written % 5}", f"Burst_b{written}.mp4",
@@ -281,10 +281,11 @@ def test_socket_activation_uses_inherited_socket(clips_dir: Path, tmp_path: Path
     # shim sets LISTEN_PID after fork, as systemd does.
     shim = (
         "import os,sys; os.dup2(int(sys.argv[1]), 3); os.environ['LISTEN_PID']=str(os.getpid());"
-        "os.environ['LISTEN_FDS']='1'; os.execv(sys.executable, [sys.executable,'-m','clipd','run'])"
+        "os.environ['LISTEN_FDS']='1';"
+        "os.execv(sys.executable, [sys.executable, '-m', 'clipd', 'run'])"
     )
-    env = {"PATH": os.environ["PATH"], "CLIPS_DIR": str(clips_dir), "NOTIFY_SOCKET": str(notify),
-           "CLIPD_LISTEN": "127.0.0.1:1"}
+    env = {"PATH": os.environ["PATH"], "CLIPS_DIR": str(clips_dir),
+           "NOTIFY_SOCKET": str(notify), "CLIPD_LISTEN": "127.0.0.1:1"}
     log = open(tmp_path / "clipd.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen([sys.executable, "-c", shim, str(listener.fileno())], env=env,
                             pass_fds=(listener.fileno(),), stdout=log, stderr=log)
