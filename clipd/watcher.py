@@ -83,8 +83,11 @@ class Watcher:
         self._observer: Any = None
         self._spotter = _OverflowSpotter(loop, on_lost)
 
-    def start_blocking(self) -> bool:
-        """Start the observer (adds a watch per folder: blocks). False if watches failed."""
+    def start_blocking(self, quiet: bool = False) -> bool:
+        """Start the observer (adds a watch per folder: blocks). False if watches failed.
+
+        ``quiet`` logs a failure at debug level (the caller already reported the outage).
+        """
         for name in _WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(self._spotter)
         observer = Observer()
@@ -94,7 +97,7 @@ class Watcher:
             observer.schedule(handler, str(self._clips_dir), recursive=True)
             observer.start()
         except OSError as exc:
-            logger.error(
+            (logger.debug if quiet else logger.error)(
                 "cannot watch %s (%s): falling back to periodic rescans; raise "
                 "fs.inotify.max_user_watches / max_user_instances", self._clips_dir, exc,
             )
