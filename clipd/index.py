@@ -298,6 +298,13 @@ class Index:
         with self._transaction() as conn:
             conn.execute("UPDATE clips SET state = ? WHERE job_id = ?", (state, job_id))
 
+    def set_state_many(self, job_ids: Iterable[str], state: str) -> None:
+        """Set ``state`` on many rows in one transaction (retention marks a batch)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE clips SET state = ? WHERE job_id = ?", ((state, j) for j in job_ids)
+            )
+
     def set_verified(self, job_id: str, verified_at: float) -> None:
         with self._transaction() as conn:
             conn.execute("UPDATE clips SET verified_at = ? WHERE job_id = ?", (verified_at, job_id))

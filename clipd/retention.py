@@ -1,0 +1,261 @@
+"""Retention planning: which clips to evict, and why (pure: no clock, disk or log).
+
+:func:`plan` takes the index rows, the filesystem usage, the policy and ``now`` and
+returns a frozen :class:`Plan`; :mod:`clipd.cleanup` applies it and ``clipd cleanup
+--dry-run`` prints it. Order: stale temp files, then clips past the maximum age (oldest
+first), then the oldest remaining clips until the size and disk targets hold. A clip
+younger than the protection window, or one being downloaded, is never planned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import PurePosixPath
+
+from clipd.config import RetentionConfig
+from clipd.index import ClipRecord
+from clipd.naming import day_of, is_day_folder
+
+__all__ = [
+    "GB",
+    "Deletion",
+    "Plan",
+    "Policy",
+    "Reason",
+    "TmpFile",
+    "Usage",
+    "plan",
+]
+
+GB = 10**9  # decimal gigabytes everywhere (config docs say so)
+_NS = 10**9
+
+
+class Reason(Enum):
+    """Why a file is planned for deletion."""
+
+    STALE_TMP = "stale_tmp"
+    EXPIRED = "expired"
+    SIZE = "size"
+    DISK = "disk"
+    MIN_FREE = "min_free"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Retention limits in base units; 0 disables a limit."""
+
+    max_age_s: float = 0.0
+    max_size_bytes: int = 0
+    high_watermark_percent: float = 100.0
+    low_watermark_percent: float = 100.0
+    min_free_bytes: int = 0
+    protect_recent_s: float = 0.0
+    stale_tmp_s: float = 3600.0
+
+    @classmethod
+    def from_config(cls, config: RetentionConfig) -> Policy:
+        return cls(
+            max_age_s=config.max_age_hours * 3600,
+            max_size_bytes=int(config.max_size_gb * GB),
+            high_watermark_percent=config.high_watermark_disk_percent,
+            low_watermark_percent=config.low_watermark_disk_percent,
+            min_free_bytes=int(config.min_free_gb * GB),
+            protect_recent_s=config.protect_recent_minutes * 60,
+            stale_tmp_s=config.stale_tmp_minutes * 60,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The clips filesystem as ``df`` sees it (``used + free`` excludes root's reserve)."""
+
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+
+    @property
+    def percent(self) -> float:
+        size = self.used_bytes + self.free_bytes
+        return 100.0 * self.used_bytes / size if size > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TmpFile:
+    """A writer's ``<day>/<name>.tmp`` seen on disk."""
+
+    relpath: str
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """One planned removal; ``job_id`` is empty for a temp file (it has no row)."""
+
+    relpath: str
+    job_id: str
+    size_bytes: int
+    mtime_ns: int
+    reason: Reason
+
+    @property
+    def day(self) -> str:
+        return self.relpath.partition("/")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to delete, the targets it aims at, and where usage ends up if applied."""
+
+    deletions: tuple[Deletion, ...]
+    empty_days: tuple[str, ...]  # day folders left empty once the plan is applied
+    max_clip_bytes: int | None  # the size target, None when there is none
+    max_disk_used_bytes: int | None  # the disk target (watermark / min free), None if none
+    clip_bytes_before: int
+    clip_bytes_after: int
+    disk_used_before: int | None
+    disk_used_after: int | None
+    unmet: tuple[Reason, ...]  # targets that still fail after the plan (all else protected)
+
+    @property
+    def files(self) -> int:
+        return len(self.deletions)
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.size_bytes for d in self.deletions)
+
+    def count(self, reason: Reason) -> int:
+        return sum(1 for d in self.deletions if d.reason is reason)
+
+
+def _is_safe_relpath(relpath: str) -> bool:
+    """``<day>/<name>`` with a real day folder and no hidden part (never the index folder)."""
+    parts = PurePosixPath(relpath).parts
+    return (
+        len(parts) == 2
+        and is_day_folder(parts[0])
+        and not parts[1].startswith(".")
+        and parts[1] not in {"", ".", ".."}
+    )
+
+
+def _disk_target(usage: Usage | None, policy: Policy) -> int | None:
+    """The most the filesystem may hold after the plan, or None when no disk rule bites."""
+    if usage is None:
+        return None
+    size = usage.used_bytes + usage.free_bytes
+    targets: list[int] = []
+    # Hysteresis: cross the high mark, then evict down to the low mark.
+    if size > 0 and usage.percent >= policy.high_watermark_percent:
+        targets.append(int(size * policy.low_watermark_percent / 100))
+    if policy.min_free_bytes > 0 and usage.free_bytes < policy.min_free_bytes:
+        targets.append(usage.used_bytes - (policy.min_free_bytes - usage.free_bytes))
+    return min(targets) if targets else None
+
+
+def plan(
+    records: Iterable[ClipRecord],
+    usage: Usage | None,
+    policy: Policy,
+    now: float,
+    *,
+    tmp_files: Iterable[TmpFile] = (),
+    busy: frozenset[str] = frozenset(),
+    day_entries: Mapping[str, int] | None = None,
+) -> Plan:
+    """Plan evictions (pure).
+
+    ``usage`` is None when the clips do not live on the local filesystem (no disk rule).
+    ``busy`` holds job ids being downloaded; ``day_entries`` the number of entries in
+    each day folder (to know which folders the plan empties; the day of ``now`` is
+    never listed, a writer may be about to use it).
+    """
+    now_ns = int(now * _NS)
+    protect_ns = int(policy.protect_recent_s * _NS)
+    rows = sorted(
+        (r for r in records if _is_safe_relpath(r.relpath)), key=lambda r: (r.mtime_ns, r.job_id)
+    )
+    clip_bytes = sum(r.size_bytes for r in rows)
+    deletions: list[Deletion] = []
+    freed_disk = 0
+
+    for tmp in sorted(tmp_files, key=lambda t: (t.mtime_ns, t.relpath)):
+        if not _is_safe_relpath(tmp.relpath) or not tmp.relpath.endswith(".tmp"):
+            continue
+        if now_ns - tmp.mtime_ns > policy.stale_tmp_s * _NS:
+            deletions.append(
+                Deletion(tmp.relpath, "", tmp.size_bytes, tmp.mtime_ns, Reason.STALE_TMP)
+            )
+            freed_disk += tmp.size_bytes
+
+    eligible = [
+        r
+        for r in rows
+        if r.state == "ok" and r.job_id not in busy and now_ns - r.mtime_ns >= protect_ns
+    ]
+    max_clip = policy.max_size_bytes or None
+    max_disk = _disk_target(usage, policy)
+    disk_used = None if usage is None else usage.used_bytes
+    remaining = clip_bytes
+    rest: list[ClipRecord] = []
+    for record in eligible:
+        if policy.max_age_s > 0 and now_ns - record.mtime_ns > policy.max_age_s * _NS:
+            deletions.append(_deletion(record, Reason.EXPIRED))
+            remaining -= record.size_bytes
+            freed_disk += record.size_bytes
+        else:
+            rest.append(record)
+
+    def unmet() -> tuple[Reason, ...]:
+        out: list[Reason] = []
+        if max_clip is not None and remaining > max_clip:
+            out.append(Reason.SIZE)
+        if max_disk is not None and disk_used is not None and disk_used - freed_disk > max_disk:
+            over_high = usage is not None and usage.percent >= policy.high_watermark_percent
+            out.append(Reason.DISK if over_high else Reason.MIN_FREE)
+        return tuple(out)
+
+    for record in rest:
+        missing = unmet()
+        if not missing:
+            break
+        deletions.append(_deletion(record, missing[0]))
+        remaining -= record.size_bytes
+        freed_disk += record.size_bytes
+
+    return Plan(
+        deletions=tuple(deletions),
+        empty_days=_emptied_days(deletions, day_entries, day_of(now)),
+        max_clip_bytes=max_clip,
+        max_disk_used_bytes=max_disk,
+        clip_bytes_before=clip_bytes,
+        clip_bytes_after=remaining,
+        disk_used_before=disk_used,
+        disk_used_after=None if disk_used is None else disk_used - freed_disk,
+        unmet=unmet(),
+    )
+
+
+def _deletion(record: ClipRecord, reason: Reason) -> Deletion:
+    return Deletion(record.relpath, record.job_id, record.size_bytes, record.mtime_ns, reason)
+
+
+def _emptied_days(
+    deletions: list[Deletion], day_entries: Mapping[str, int] | None, today: str
+) -> tuple[str, ...]:
+    if day_entries is None:
+        return ()
+    planned: dict[str, int] = {}
+    for deletion in deletions:
+        planned[deletion.day] = planned.get(deletion.day, 0) + 1
+    return tuple(
+        sorted(
+            day
+            for day, entries in day_entries.items()
+            if day != today and is_day_folder(day) and planned.get(day, 0) >= entries
+        )
+    )
