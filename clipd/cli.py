@@ -25,7 +25,7 @@ __all__ = ["config_from_args", "main"]
 logger = logging.getLogger("clipd")
 
 # Sub-commands provided by other modules: each registers itself with (subparsers).
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("clipd.migrate", "clipd.signing", "clipd.ops")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,8 @@ def _cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = config_from_args(args, environ)
     setup_logging(config.log.level, environ)
     ensure_clips_dir(config)
-    from clipd.services import routes_for, services_for
+    from clipd.services import catalog_for, routes_for, services_for
+    from clipd.storage import make_backend
 
     daemon = Daemon(
         config,
@@ -60,6 +61,8 @@ def _cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         environ=environ,
         services=services_for(config),
         extra_routes=routes_for(config),
+        backend=make_backend(config),
+        catalog=catalog_for(config),
     )
     return asyncio.run(daemon.run())
 

@@ -13,7 +13,7 @@ import os
 import signal
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -31,7 +31,7 @@ from clipd.storage.local import LocalBackend
 from clipd.watcher import Watcher
 from clipd.web import State, make_app
 
-__all__ = ["Daemon", "ensure_clips_dir", "read_config"]
+__all__ = ["Catalog", "CatalogFactory", "Daemon", "ensure_clips_dir", "read_config"]
 
 logger = logging.getLogger(__name__)
 _WATCH_CHECK_S = 5.0
@@ -42,6 +42,25 @@ _DRAIN_TIMEOUT_S = 10.0
 _RESTART_KEYS = ("storage", "web.listen", "s3", "ingest.hash_workers")
 
 Service = Callable[["Daemon"], Coroutine[Any, Any, None]]
+
+
+class Catalog(Protocol):
+    """Keeps the index current when the clips are not a local tree (s3 mode).
+
+    With a catalog the daemon runs no tree watcher and no tree reconcile: ``reconcile``
+    fills the index before READY=1 and ``run`` keeps it current until cancelled.
+    """
+
+    async def reconcile(self) -> str:
+        """Bring the index in line with the store; returns a one-line summary."""
+        ...
+
+    async def run(self) -> None:
+        """Keep the index current (periodic re-list) until cancelled."""
+        ...
+
+
+CatalogFactory = Callable[["Daemon"], Catalog]
 
 
 def read_config(
@@ -84,6 +103,7 @@ class Daemon:
         services: list[Service] | None = None,
         extra_routes: list[web.RouteDef] | None = None,
         backend: Backend | None = None,
+        catalog: CatalogFactory | None = None,
     ) -> None:
         self.config = config
         self._reload = reload
@@ -107,6 +127,7 @@ class Daemon:
         self._watcher: Watcher | None = None
         self._runner: web.AppRunner | None = None
         self.bound: list[tuple[str, int]] = []
+        self.catalog = catalog(self) if catalog is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -126,14 +147,12 @@ class Daemon:
                 )
             )
             await finish_pending(self.index, self.backend)
-            await self._start_watcher()
-            self.notifier.send("STATUS=starting: reconciling index with the tree")
-            report = await self.ingestor.reconcile()
-            logger.info(
-                "reconciled: %d examined, %d recorded, %d dropped, %d quarantined in %.2f s",
-                report.examined, report.recorded, report.dropped, report.quarantined,
-                report.seconds,
-            )
+            if self.catalog is not None:
+                self.notifier.send("STATUS=starting: listing the store")
+                self.state.watcher = "none"
+                logger.info("%s", await self.catalog.reconcile())
+            else:
+                await self._start_tree()
             await self._start_web()
             self.state.ready = True
             totals = await self.index.read(lambda ix: ix.totals())
@@ -153,12 +172,25 @@ class Daemon:
         logger.info("stopped")
         return 0
 
+    async def _start_tree(self) -> None:
+        await self._start_watcher()
+        self.notifier.send("STATUS=starting: reconciling index with the tree")
+        report = await self.ingestor.reconcile()
+        logger.info(
+            "reconciled: %d examined, %d recorded, %d dropped, %d quarantined in %.2f s",
+            report.examined, report.recorded, report.dropped, report.quarantined,
+            report.seconds,
+        )
+
     def request_stop(self) -> None:
         self._stop.set()
 
     def _background(self) -> list[Coroutine[Any, Any, None]]:
-        jobs: list[Coroutine[Any, Any, None]] = [self._rescanner(), self._status(),
-                                                 self._watch_guard()]
+        jobs: list[Coroutine[Any, Any, None]] = [self._status()]
+        if self.catalog is not None:
+            jobs.append(self.catalog.run())
+        else:
+            jobs += [self._rescanner(), self._watch_guard()]
         interval = watchdog_interval_s(self._environ)
         if interval is not None:
             jobs.append(self._pinger(interval))

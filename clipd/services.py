@@ -8,15 +8,28 @@ from __future__ import annotations
 from aiohttp import web
 
 from clipd.config import Config
-from clipd.daemon import Service
+from clipd.daemon import CatalogFactory, Service
 
-__all__ = ["routes_for", "services_for"]
+__all__ = ["catalog_for", "routes_for", "services_for"]
 
 
 def services_for(config: Config) -> list[Service]:
     """Long-running tasks for this config (retention, scrub, backup)."""
     services: list[Service] = []
+    if config.backup.s3_bucket:
+        from clipd.backup import backup_service
+
+        services.append(backup_service)
     return services
+
+
+def catalog_for(config: Config) -> CatalogFactory | None:
+    """What keeps the index current when the clips are not a local tree (s3 mode)."""
+    if config.storage.backend != "s3":
+        return None
+    from clipd.s3index import catalog_factory
+
+    return catalog_factory
 
 
 def routes_for(config: Config) -> list[web.RouteDef]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from clipd.config import Config
 from clipd.index import Identity
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "make_backend"]
 
 
 class Backend(Protocol):
@@ -44,3 +45,14 @@ class Backend(Protocol):
     async def delete(self, relpath: str) -> bool:
         """Remove the stored clip; False when it was already gone."""
         ...
+
+
+def make_backend(config: Config) -> Backend:
+    """The backend ``storage.backend`` names (the s3 one imports boto3 lazily)."""
+    if config.storage.backend == "s3":
+        from clipd.storage.s3 import S3Backend
+
+        return S3Backend(config.s3)
+    from clipd.storage.local import LocalBackend
+
+    return LocalBackend(config.clips_dir)

@@ -1,0 +1,213 @@
+"""s3 mode: keep the local index a faithful list of the bucket.
+
+The local ``CLIPS_DIR`` holds only ``.clipd/`` (the index). At start-up, and every
+``s3.relist_interval_seconds``, the bucket is listed (paginated) and every key whose
+base name parses as a clip, in any folder, becomes a row: ``relpath`` is the key
+without the prefix, ``(size, LastModified)`` its identity (inode 0). Rows of vanished
+keys are dropped. Own writes (``S3Backend.put``) are recorded at once, and
+:meth:`S3Catalog.lookup` lists today's and yesterday's day folders on a miss, so a clip
+PUT through another instance is found before the next re-list.
+
+SHA-256 of a row: the object's ``x-amz-meta-sha256`` (one HeadObject per new or
+changed key, clipd writes it on every upload); an object without it gets an empty
+``sha256`` (the web layer then has no strong ETag from the index; the bytes are never
+downloaded just to hash them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from clipd.config import Config
+from clipd.index import AsyncIndex, ClipRecord, Identity, Index
+from clipd.naming import day_of
+from clipd.storage.s3 import ObjectInfo, S3Backend
+from clipd.storage.s3keys import KeyPlan, plan_key
+
+if TYPE_CHECKING:
+    from clipd.daemon import Daemon
+
+__all__ = ["S3Catalog", "SyncPlan", "catalog_factory", "plan_sync"]
+
+logger = logging.getLogger(__name__)
+_HEAD_WORKERS = 16
+_DAY_S = 86400.0
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """What a re-list changes: objects to (re)record and job ids to drop."""
+
+    to_record: tuple[tuple[ObjectInfo, KeyPlan], ...]
+    to_drop: tuple[str, ...]
+    duplicates: tuple[str, ...]  # keys ignored because another key holds the job id
+
+
+def plan_sync(
+    listed: Iterable[ObjectInfo],
+    indexed: dict[str, tuple[str, Identity]],
+    prefix: str,
+    extensions: frozenset[str],
+    complete: bool = True,
+) -> SyncPlan:
+    """Compare a listing with the index rows (relpath → job id, identity); pure.
+
+    ``complete`` False (a partial listing, as ``lookup`` does) never drops rows.
+    """
+    claimed: dict[str, str] = {relpath: job for relpath, (job, _) in indexed.items()}
+    job_owner = {job: relpath for relpath, job in claimed.items()}
+    seen: set[str] = set()
+    record: list[tuple[ObjectInfo, KeyPlan]] = []
+    duplicates: list[str] = []
+    for info in sorted(listed, key=lambda i: i.key):
+        plan = plan_key(info.key, prefix, info.size_bytes, info.last_modified_s, extensions)
+        if not isinstance(plan, KeyPlan):
+            continue
+        job = plan.name.job_id
+        owner = job_owner.get(job)
+        if owner is not None and owner != info.relpath and owner in seen:
+            duplicates.append(info.key)
+            continue
+        seen.add(info.relpath)
+        job_owner[job] = info.relpath
+        known = indexed.get(info.relpath)
+        if known is None or known[1] != info.identity:
+            record.append((info, plan))
+    drop = tuple(job for relpath, (job, _) in indexed.items() if complete and relpath not in seen)
+    return SyncPlan(tuple(record), drop, tuple(duplicates))
+
+
+class S3Catalog:
+    """Lists the bucket into the index; ``run`` is the periodic re-list service."""
+
+    def __init__(self, config: Config, index: AsyncIndex, backend: S3Backend) -> None:
+        self.config = config
+        self.index = index
+        self.backend = backend
+        self._pool = ThreadPoolExecutor(_HEAD_WORKERS, thread_name_prefix="clipd-s3-head")
+        self._lock = asyncio.Lock()
+        backend.on_put(self.record_put)
+
+    @property
+    def _extensions(self) -> frozenset[str]:
+        return frozenset(self.config.storage.extensions)
+
+    async def reconcile(self) -> str:
+        """List the whole bucket and apply the difference; returns a log summary."""
+        async with self._lock:
+            started = time.time()
+            listed = await asyncio.to_thread(lambda: list(self.backend.list_blocking()))
+            indexed = await self.index.read(_live_identities(started))
+            plan = plan_sync(listed, indexed, self.backend.prefix, self._extensions)
+            recorded = await self._apply(plan, started)
+            return (f"listed s3://{self.backend.bucket}/{self.backend.prefix}: {len(listed)} "
+                    f"objects, {recorded} recorded, {len(plan.to_drop)} dropped, "
+                    f"{len(plan.duplicates)} duplicate job ids in {time.time() - started:.2f} s")
+
+    async def run(self) -> None:
+        """Re-list every ``s3.relist_interval_seconds`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.config.s3.relist_interval_seconds)
+            try:
+                logger.info("%s", await self.reconcile())
+            # botocore raises many unrelated types; a failed re-list must not stop serving
+            # (CancelledError is not an Exception, so cancellation still propagates).
+            except Exception as exc:
+                logger.warning("re-list of the bucket failed: %s", exc, exc_info=True)
+
+    async def lookup(self, job_id: str) -> ClipRecord | None:
+        """On an index miss: list today's and yesterday's day folders, then look again."""
+        now = time.time()
+        days = {day_of(now), day_of(now - _DAY_S)}
+        async with self._lock:
+            listed: list[ObjectInfo] = []
+            for day in sorted(days):
+                listed += await asyncio.to_thread(self._list_under, f"{day}/")
+            indexed = await self.index.read(lambda ix: ix.identities())
+            plan = plan_sync(listed, indexed, self.backend.prefix, self._extensions, False)
+            await self._apply(plan, now)
+        return await self.index.get(job_id)
+
+    async def record_put(self, relpath: str, identity: Identity, sha256: str) -> None:
+        """Record a clip this instance just uploaded (own writes skip the re-list)."""
+        plan = plan_key(self.backend.key_of(relpath), self.backend.prefix,
+                        identity.size_bytes, identity.mtime_ns / 1e9, self._extensions)
+        if not isinstance(plan, KeyPlan):
+            return
+        row = _record(plan, identity, sha256, time.time())
+        await self.index.write(lambda ix: ix.upsert(row))
+
+    async def _apply(self, plan: SyncPlan, now: float) -> int:
+        for key in plan.duplicates:
+            logger.warning("s3://%s/%s: job id already indexed under another key; ignored",
+                           self.backend.bucket, key)
+        loop = asyncio.get_running_loop()
+        shas = await asyncio.gather(*(
+            loop.run_in_executor(self._pool, self._sha256_of, info.relpath)
+            for info, _ in plan.to_record
+        ))
+        rows = [
+            _record(kp, info.identity, sha, now)
+            for (info, kp), sha in zip(plan.to_record, shas, strict=True)
+        ]
+
+        def write(ix: Index) -> None:
+            if plan.to_drop:
+                ix.delete_many(plan.to_drop)
+            if rows:
+                ix.upsert_many(rows)
+
+        await self.index.write(write)
+        return len(rows)
+
+    def _list_under(self, under: str) -> list[ObjectInfo]:
+        return list(self.backend.list_blocking(under))
+
+    def _sha256_of(self, relpath: str) -> str:
+        head = self.backend.head_blocking(relpath)
+        meta = (head or {}).get("Metadata") or {}
+        sha = str(meta.get("sha256", "")).lower()
+        return sha if _SHA256_HEX.fullmatch(sha) else ""
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _live_identities(started: float) -> Callable[[Index], dict[str, tuple[str, Identity]]]:
+    """Rows to compare with a listing; rows written after it started are not dropped."""
+
+    def read(ix: Index) -> dict[str, tuple[str, Identity]]:
+        return {
+            r.relpath: (r.job_id, r.identity)
+            for r in ix.records("ingested_at")
+            if r.ingested_at < started
+        }
+
+    return read
+
+
+def _record(plan: KeyPlan, identity: Identity, sha256: str, now: float) -> ClipRecord:
+    return ClipRecord(
+        job_id=plan.name.job_id, relpath=plan.relpath, day=plan.day, title=plan.name.title,
+        ext=plan.name.ext, size_bytes=identity.size_bytes, mtime_ns=identity.mtime_ns,
+        ctime_ns=identity.ctime_ns, inode=identity.inode, sha256=sha256, ingested_at=now,
+        verified_at=0.0,
+    )
+
+
+def catalog_factory(daemon: Daemon) -> S3Catalog:
+    """The daemon's catalog in s3 mode; also offers ``lookup`` to handlers via extras."""
+    backend = daemon.backend
+    if not isinstance(backend, S3Backend):
+        raise TypeError(f"s3 catalog needs the s3 backend, got {backend.name!r}")
+    catalog = S3Catalog(daemon.config, daemon.index, backend)
+    daemon.state.extras["lookup"] = catalog.lookup
+    return catalog

@@ -1,0 +1,217 @@
+"""The s3 backend: clips are objects ``<prefix><relpath>`` in one bucket.
+
+Any S3-compatible store works: ``s3.endpoint_url`` (env ``AWS_ENDPOINT_URL``) selects a
+non-AWS endpoint and then path-style addressing, which every such store accepts.
+Credentials come from the standard AWS chain (``AWS_ACCESS_KEY_ID``/
+``AWS_SECRET_ACCESS_KEY``, profile, instance role). boto3 is imported on first use so
+local mode starts without it, and every boto3 call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipd.config import S3Config
+from clipd.errors import StorageError
+from clipd.index import Identity
+from clipd.storage.s3keys import join_key, normalize_prefix
+
+__all__ = ["ObjectInfo", "S3Backend", "make_client"]
+
+logger = logging.getLogger(__name__)
+_MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024
+_MULTIPART_CHUNK_BYTES = 16 * 1024 * 1024
+_NS_PER_S = 1_000_000_000
+
+PutListener = Callable[[str, Identity, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: its key, the key without the prefix, size, time and ETag."""
+
+    key: str
+    relpath: str
+    size_bytes: int
+    last_modified_s: float
+    etag: str
+
+    @property
+    def identity(self) -> Identity:
+        return identity_from(self.size_bytes, self.last_modified_s)
+
+
+def identity_from(size_bytes: int, last_modified_s: float) -> Identity:
+    """An object's Identity: LastModified stands in for mtime and ctime; no inode."""
+    mtime_ns = int(last_modified_s) * _NS_PER_S  # S3 times have one-second resolution
+    return Identity(size_bytes, mtime_ns, mtime_ns, 0)
+
+
+def make_client(s3: S3Config, max_pool_connections: int = 32) -> Any:
+    """A boto3 S3 client for ``s3`` (SigV4; path style with a custom endpoint).
+
+    Imports boto3 (slow, so only when S3 is used). Thread-safe once built.
+    """
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    settings: dict[str, Any] = {
+        "signature_version": "s3v4",
+        "max_pool_connections": max_pool_connections,
+        "retries": {"max_attempts": 5, "mode": "standard"},
+        "connect_timeout": 10,
+        "read_timeout": 60,
+    }
+    if s3.endpoint_url:
+        settings["s3"] = {"addressing_style": "path"}
+    # A private session: the default one is shared module state.
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=s3.endpoint_url or None,
+        region_name=s3.region or None,
+        config=BotoConfig(**settings),
+    )
+
+
+def list_objects(client: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+    """Every object under ``prefix``, page by page (list_objects_v2); blocks."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield ObjectInfo(
+                key=item["Key"],
+                relpath=item["Key"].removeprefix(prefix),
+                size_bytes=int(item["Size"]),
+                last_modified_s=item["LastModified"].timestamp(),
+                etag=str(item.get("ETag", "")).strip('"'),
+            )
+
+
+def _is_missing(exc: Exception) -> bool:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in {"404", "NoSuchKey", "NotFound"}
+
+
+class S3Backend:
+    """Clips in ``bucket`` under ``prefix``; ``relpath`` is the key without the prefix."""
+
+    name = "s3"
+
+    def __init__(self, s3: S3Config, client: Any = None) -> None:
+        self.config = s3
+        self.bucket = s3.bucket
+        self.prefix = normalize_prefix(s3.prefix)
+        self._client = client
+        self._listeners: list[PutListener] = []
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, built on first use (blocks on the import)."""
+        if self._client is None:
+            self._client = make_client(self.config)
+        return self._client
+
+    @property
+    def base_path(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def key_of(self, relpath: str) -> str:
+        return join_key(self.prefix, relpath)
+
+    def on_put(self, listener: PutListener) -> None:
+        """Call ``listener(relpath, identity, sha256)`` after each successful put."""
+        self._listeners.append(listener)
+
+    async def stat(self, relpath: str) -> Identity | None:
+        head = await asyncio.to_thread(self.head_blocking, relpath)
+        if head is None:
+            return None
+        return identity_from(int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    def head_blocking(self, relpath: str) -> dict[str, Any] | None:
+        """HeadObject of ``relpath`` or None when missing; StorageError otherwise."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head: dict[str, Any] = self.client.head_object(
+                Bucket=self.bucket, Key=self.key_of(relpath)
+            )
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise StorageError(f"s3://{self.bucket}/{self.key_of(relpath)}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"s3://{self.bucket}/{self.key_of(relpath)}: {exc}") from exc
+        return head
+
+    def local_path(self, relpath: str) -> Path | None:
+        return None
+
+    async def presign(self, relpath: str, ttl_s: int) -> str | None:
+        return await asyncio.to_thread(self.presign_blocking, relpath, ttl_s)
+
+    def presign_blocking(self, relpath: str, ttl_s: int) -> str:
+        """A presigned GET URL (pure computation once the client exists)."""
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.key_of(relpath)},
+            ExpiresIn=ttl_s,
+        )
+        return url
+
+    async def put(self, source: Path, relpath: str, sha256: str) -> Identity:
+        identity = await asyncio.to_thread(self._put_blocking, source, relpath, sha256)
+        for listener in self._listeners:
+            await listener(relpath, identity, sha256)
+        return identity
+
+    def _put_blocking(self, source: Path, relpath: str, sha256: str) -> Identity:
+        upload_file(self.client, source, self.bucket, self.key_of(relpath), sha256)
+        head = self.head_blocking(relpath)
+        if head is None:
+            raise StorageError(f"s3://{self.bucket}/{self.key_of(relpath)}: gone after upload")
+        # Like the local backend, put consumes the verified temp file.
+        os.unlink(source)
+        return identity_from(int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    async def delete(self, relpath: str) -> bool:
+        return await asyncio.to_thread(self._delete_blocking, relpath)
+
+    def _delete_blocking(self, relpath: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        existed = self.head_blocking(relpath) is not None
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key_of(relpath))
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"s3://{self.bucket}/{self.key_of(relpath)}: {exc}") from exc
+        return existed
+
+    def list_blocking(self, under: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix + under`` (paginated); blocks per page."""
+        yield from list_objects(self.client, self.bucket, self.prefix + under)
+
+
+def upload_file(client: Any, source: Path, bucket: str, key: str, sha256: str) -> None:
+    """Upload with the transfer manager, a SHA-256 checksum and ``x-amz-meta-sha256``.
+
+    The metadata is the full-object hash even when the upload is multipart (whose
+    ChecksumSHA256 is a composite of part hashes). Blocks; raises StorageError.
+    """
+    from boto3.exceptions import S3UploadFailedError
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    transfer = TransferConfig(
+        multipart_threshold=_MULTIPART_THRESHOLD_BYTES, multipart_chunksize=_MULTIPART_CHUNK_BYTES
+    )
+    extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": sha256}}
+    try:
+        client.upload_file(str(source), bucket, key, ExtraArgs=extra, Config=transfer)
+    except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+        raise StorageError(f"upload to s3://{bucket}/{key}: {exc}") from exc
