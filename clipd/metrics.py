@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -63,6 +63,12 @@ class Metrics:
         )
         self.retention_last_duration = Gauge(
             "clipd_retention_last_run_duration_seconds", "How long the last retention run took.",
+            registry=r,
+        )
+        self.event_loop_lag = Histogram(
+            "clipd_event_loop_lag_seconds",
+            "How late the event loop woke a timer (blocking work on the loop shows here).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
         info = Gauge("clipd_build_info", "clipd version.", ("version",), registry=r)
