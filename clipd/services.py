@@ -16,6 +16,14 @@ __all__ = ["catalog_for", "routes_for", "services_for"]
 def services_for(config: Config) -> list[Service]:
     """Long-running tasks for this config (retention, scrub, backup)."""
     services: list[Service] = []
+    if config.retention.enabled and (config.storage.backend != "s3" or config.s3.retention_leader):
+        from clipd.cleanup import retention_service
+
+        services.append(retention_service)
+    if config.scrub.enabled:
+        from clipd.scrub import scrub_service
+
+        services.append(scrub_service)
     if config.backup.s3_bucket:
         from clipd.backup import backup_service
 

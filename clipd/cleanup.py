@@ -1,0 +1,386 @@
+"""Retention's I/O shell: gather what the planner needs, apply its plan, run as a service.
+
+Deleting is crash-safe and batched: mark a batch of rows ``deleting`` in one
+transaction, unlink the files (one fsync per day folder, not per file), then drop the
+rows in one transaction. A crash in between leaves rows marked ``deleting`` that
+:func:`clipd.removal.finish_pending` completes at the next start. A file another
+process holds with an flock (a download, a copy) is skipped this round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from clipd.config import Config
+from clipd.index import AsyncIndex, ClipRecord, Index
+from clipd.metrics import Metrics
+from clipd.naming import is_day_folder
+from clipd.retention import Deletion, Plan, Policy, TmpFile, Usage, plan
+from clipd.storage import Backend
+from clipd.storage.local import fsync_dir
+
+if TYPE_CHECKING:
+    from clipd.daemon import Daemon
+
+__all__ = [
+    "Applied",
+    "Snapshot",
+    "apply_blocking",
+    "apply_plan",
+    "gather_blocking",
+    "retention_service",
+    "run_once",
+    "summary_line",
+    "usage_of",
+]
+
+logger = logging.getLogger(__name__)
+_MB = 10**6  # decimal, like the GB of the config
+_CHUNK = 512  # deletions per writer-thread hop, so ingest never waits long
+_MIN_TRIGGER_GAP_S = 1.0  # ingest-triggered runs at most this often
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The planner's inputs, read in one worker-thread hop."""
+
+    records: tuple[ClipRecord, ...]
+    usage: Usage | None
+    tmp_files: tuple[TmpFile, ...]
+    day_entries: dict[str, int] | None
+    unindexed: tuple[str, ...]  # clip-looking files the index does not know (yet)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying a plan did."""
+
+    deleted: tuple[Deletion, ...]
+    skipped: tuple[Deletion, ...]  # held with an flock by another process
+    gone: tuple[Deletion, ...]  # already missing; their rows were dropped
+    failed: tuple[Deletion, ...]  # unlink failed (permissions…); kept
+    dirs_removed: tuple[str, ...]
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(d.size_bytes for d in self.deleted)
+
+
+def summary_line(applied: Applied) -> str:
+    """The legacy cron script's log line, kept so existing log parsers still work."""
+    return (
+        f"Cleanup completed: {len(applied.deleted)} files deleted, "
+        f"{applied.freed_bytes / _MB:.1f} MB freed, {len(applied.dirs_removed)} empty dirs removed"
+    )
+
+
+# -- gathering (blocking) ------------------------------------------------------------------
+
+
+def usage_of(path: Path) -> Usage:
+    """Filesystem usage of ``path`` as ``df`` reports it; blocks (statvfs)."""
+    disk = psutil.disk_usage(str(path))
+    return Usage(total_bytes=disk.total, used_bytes=disk.used, free_bytes=disk.free)
+
+
+def _scan_days(
+    clips_dir: Path,
+) -> tuple[list[TmpFile], dict[str, int], set[str]]:
+    tmp: list[TmpFile] = []
+    entries: dict[str, int] = {}
+    files: set[str] = set()
+    try:
+        with os.scandir(clips_dir) as top:
+            days = [
+                e.name for e in top if is_day_folder(e.name) and e.is_dir(follow_symlinks=False)
+            ]
+    except FileNotFoundError:
+        return tmp, entries, files
+    for day in days:
+        count = 0
+        try:
+            folder = os.scandir(clips_dir / day)
+        except FileNotFoundError:
+            continue
+        with folder:
+            for entry in folder:
+                count += 1
+                relpath = f"{day}/{entry.name}"
+                if entry.name.startswith(".") or entry.is_dir(follow_symlinks=False):
+                    continue
+                if entry.name.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat(follow_symlinks=False)
+                        tmp.append(TmpFile(relpath, st.st_size, st.st_mtime_ns))
+                else:
+                    files.add(relpath)
+        entries[day] = count
+    return tmp, entries, files
+
+
+def gather_blocking(ix: Index, clips_dir: Path, local: bool) -> Snapshot:
+    """Read rows, usage and the day folders; blocks on SQLite and the disk.
+
+    ``local`` says the clips are files under ``clips_dir`` (else no disk rule applies
+    and no folder is scanned).
+    """
+    records = tuple(ix.records())
+    if not local:
+        return Snapshot(records, None, (), None, ())
+    tmp, entries, on_disk = _scan_days(clips_dir)
+    indexed = {r.relpath for r in records}
+    unindexed = tuple(sorted(on_disk - indexed))
+    return Snapshot(records, usage_of(clips_dir), tuple(tmp), entries, unindexed)
+
+
+def stores_locally(backend: Backend) -> bool:
+    """Whether the backend keeps clips as local files (so disk usage and flocks apply)."""
+    return backend.local_path("1970-01-01/probe_x.mp4") is not None
+
+
+# -- applying (blocking parts) -------------------------------------------------------------
+
+
+def _held_by_other(path: Path) -> bool:
+    """True when another open file holds an flock on ``path``; raises OSError if gone."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our own lock at once
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Unlinked:
+    deleted: list[Deletion]
+    skipped: list[Deletion]
+    gone: list[Deletion]
+    failed: list[Deletion]
+
+
+def _unlink_local(clips_dir: Path, deletions: Sequence[Deletion]) -> _Unlinked:
+    """Unlink files, skipping flock-held ones; one fsync per touched day folder."""
+    out = _Unlinked([], [], [], [])
+    touched: set[str] = set()
+    for deletion in deletions:
+        path = clips_dir / deletion.relpath
+        try:
+            if _held_by_other(path):
+                logger.info("skipping %s this round: another process holds a lock on it",
+                            deletion.relpath)
+                out.skipped.append(deletion)
+                continue
+            os.unlink(path)
+        except FileNotFoundError:
+            out.gone.append(deletion)
+            continue
+        except OSError as exc:
+            logger.error("cannot delete %s: %s", deletion.relpath, exc.strerror)
+            out.failed.append(deletion)
+            continue
+        out.deleted.append(deletion)
+        touched.add(deletion.day)
+    for day in sorted(touched):
+        with contextlib.suppress(FileNotFoundError):
+            fsync_dir(clips_dir / day)
+    return out
+
+
+def _remove_empty_days(clips_dir: Path, days: Iterable[str]) -> list[str]:
+    """rmdir each day folder that is empty now; a non-empty one is left alone."""
+    removed: list[str] = []
+    for day in days:
+        if not is_day_folder(day):
+            continue
+        try:
+            os.rmdir(clips_dir / day)
+        except OSError as exc:
+            if exc.errno not in {errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT}:
+                logger.error("cannot remove empty folder %s: %s", day, exc.strerror)
+            continue
+        removed.append(day)
+    if removed:
+        fsync_dir(clips_dir)
+    return removed
+
+
+def _log_deletions(applied: Sequence[Deletion], now: float) -> None:
+    for d in applied:
+        logger.info(
+            "deleted %s (job %s, %d bytes, %.1f h old): %s",
+            d.relpath, d.job_id or "-", d.size_bytes, (now - d.mtime_ns / 1e9) / 3600,
+            d.reason.value,
+        )
+
+
+def _finish_rows(ix: Index, done: Iterable[str], kept: Iterable[str]) -> None:
+    ix.delete_many(done)
+    ix.set_state_many(kept, "ok")
+
+
+def _marker(job_ids: list[str]) -> Callable[[Index], None]:
+    return lambda ix: ix.set_state_many(job_ids, "deleting")
+
+
+def _finisher(done: list[str], kept: list[str]) -> Callable[[Index], None]:
+    return lambda ix: _finish_rows(ix, done, kept)
+
+
+def _ids(deletions: Iterable[Deletion]) -> list[str]:
+    return [d.job_id for d in deletions if d.job_id]
+
+
+def apply_blocking(ix: Index, clips_dir: Path, the_plan: Plan, now: float) -> Applied:
+    """Apply a plan to a local tree from this thread (the CLI); blocks throughout."""
+    unlinked = _Unlinked([], [], [], [])
+    for start in range(0, len(the_plan.deletions), _CHUNK * 8):
+        chunk = the_plan.deletions[start : start + _CHUNK * 8]
+        ix.set_state_many(_ids(chunk), "deleting")
+        part = _unlink_local(clips_dir, chunk)
+        _finish_rows(ix, _ids(part.deleted + part.gone), _ids(part.skipped + part.failed))
+        for name in ("deleted", "skipped", "gone", "failed"):
+            getattr(unlinked, name).extend(getattr(part, name))
+    _log_deletions(unlinked.deleted, now)
+    dirs = _remove_empty_days(clips_dir, the_plan.empty_days)
+    return _applied(unlinked, dirs)
+
+
+def _applied(unlinked: _Unlinked, dirs: Sequence[str]) -> Applied:
+    return Applied(
+        tuple(unlinked.deleted), tuple(unlinked.skipped), tuple(unlinked.gone),
+        tuple(unlinked.failed), tuple(dirs),
+    )
+
+
+# -- applying (event loop) -----------------------------------------------------------------
+
+
+async def apply_plan(
+    index: AsyncIndex, backend: Backend, clips_dir: Path, the_plan: Plan, now: float
+) -> Applied:
+    """Apply a plan from the event loop: index writes on the writer thread, unlinks in
+    worker threads, remote deletes through the backend. Raises OSError from the store."""
+    unlinked = _Unlinked([], [], [], [])
+    local = stores_locally(backend)
+    for start in range(0, len(the_plan.deletions), _CHUNK):
+        chunk = the_plan.deletions[start : start + _CHUNK]
+        marked = _ids(chunk)
+        await index.write(_marker(marked))
+        if local:
+            part = await asyncio.to_thread(_unlink_local, clips_dir, chunk)
+        else:
+            part = _Unlinked([], [], [], [])
+            for deletion in chunk:
+                existed = await backend.delete(deletion.relpath)
+                (part.deleted if existed else part.gone).append(deletion)
+        done, kept = _ids(part.deleted + part.gone), _ids(part.skipped + part.failed)
+        await index.write(_finisher(done, kept))
+        for name in ("deleted", "skipped", "gone", "failed"):
+            getattr(unlinked, name).extend(getattr(part, name))
+    _log_deletions(unlinked.deleted, now)
+    dirs: list[str] = []
+    if local and the_plan.empty_days:
+        dirs = await asyncio.to_thread(_remove_empty_days, clips_dir, the_plan.empty_days)
+    return _applied(unlinked, dirs)
+
+
+def _busy(extras: dict[str, Any]) -> frozenset[str]:
+    # The jobs API may publish the job ids it is sending right now.
+    downloading = extras.get("downloading")
+    return frozenset(downloading) if downloading else frozenset()
+
+
+async def run_once(daemon: Daemon) -> Applied:
+    """One retention pass in the daemon: gather, plan, apply, log, count."""
+    started = time.monotonic()
+    config: Config = daemon.config
+    clips_dir = config.clips_dir
+    local = stores_locally(daemon.backend)
+    snapshot = await daemon.index.read(lambda ix: gather_blocking(ix, clips_dir, local))
+    now = time.time()
+    the_plan = plan(
+        snapshot.records, snapshot.usage, Policy.from_config(config.retention), now,
+        tmp_files=snapshot.tmp_files, busy=_busy(daemon.state.extras),
+        day_entries=snapshot.day_entries,
+    )
+    applied = await apply_plan(daemon.index, daemon.backend, clips_dir, the_plan, now)
+    if the_plan.unmet:
+        logger.warning(
+            "retention targets still not met (%s): every other clip is protected "
+            "(younger than %.0f minutes, being downloaded or locked)",
+            ", ".join(r.value for r in the_plan.unmet), config.retention.protect_recent_minutes,
+        )
+    metrics: Metrics = daemon.metrics
+    metrics.retention_deleted_files.inc(len(applied.deleted))
+    metrics.retention_freed_bytes.inc(applied.freed_bytes)
+    metrics.retention_last_run.set(time.time())
+    metrics.retention_last_duration.set(time.monotonic() - started)
+    logger.info("%s", summary_line(applied))
+    return applied
+
+
+def _limits_check(config: Config, local: bool) -> Callable[[Index], bool]:
+    """Cheap check after ingest: is any size or disk limit crossed? Blocks briefly."""
+    policy = Policy.from_config(config.retention)
+
+    def check(ix: Index) -> bool:
+        if policy.max_size_bytes and ix.totals().bytes > policy.max_size_bytes:
+            return True
+        if not local:
+            return False
+        usage = usage_of(config.clips_dir)
+        if usage.percent >= policy.high_watermark_percent:
+            return True
+        return bool(policy.min_free_bytes) and usage.free_bytes < policy.min_free_bytes
+
+    return check
+
+
+async def retention_service(daemon: Daemon) -> None:
+    """The daemon's retention task: a pass at start, every ``retention.interval_seconds``,
+    and at once when ingest pushes usage over a limit. Runs until cancelled."""
+    wake = asyncio.Event()
+    daemon.ingestor.on_recorded.append(wake.set)
+    local = stores_locally(daemon.backend)
+    try:
+        triggered = False
+        while True:
+            if triggered:
+                over = await daemon.index.read(_limits_check(daemon.config, local))
+                if not over:
+                    triggered = await _wait(wake, daemon.config.retention.interval_seconds)
+                    continue
+            try:
+                await run_once(daemon)
+            except OSError:
+                logger.error("retention pass failed; the next one retries", exc_info=True)
+            await asyncio.sleep(_MIN_TRIGGER_GAP_S if wake.is_set() else 0)
+            triggered = await _wait(wake, daemon.config.retention.interval_seconds)
+    finally:
+        with contextlib.suppress(ValueError):
+            daemon.ingestor.on_recorded.remove(wake.set)
+
+
+async def _wait(wake: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``wake`` or the timeout; True when woken by ingest."""
+    try:
+        await asyncio.wait_for(wake.wait(), timeout_s)
+    except TimeoutError:
+        return False
+    wake.clear()
+    return True

@@ -1,0 +1,356 @@
+"""Operator commands: ``cleanup``, ``report``, ``monitor`` and ``verify``.
+
+They open the index directly (blocking is fine here) and work with or without a
+running daemon, safely alongside one: SQLite WAL with a busy timeout, and deletions go
+through the same mark → unlink → drop steps as the daemon's retention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+from clipd.checks import sha256_file
+from clipd.cleanup import Applied, apply_blocking, gather_blocking, summary_line, usage_of
+from clipd.cli import config_from_args
+from clipd.config import Config
+from clipd.errors import ClipdError, ConfigError
+from clipd.index import ClipRecord, Index, index_path
+from clipd.logs import setup_logging
+from clipd.reconcile import walk_tree
+from clipd.report import gather_blocking as gather_report
+from clipd.retention import GB, Plan, Policy, plan
+
+__all__ = ["add_commands"]
+
+logger = logging.getLogger(__name__)
+_MB = 10**6
+_OK, _WARNING, _CRITICAL, _UNKNOWN = 0, 1, 2, 3
+_STATUS = {_OK: "OK", _WARNING: "WARNING", _CRITICAL: "CRITICAL", _UNKNOWN: "UNKNOWN"}
+_VERIFY_WORKERS = 4
+
+
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_common: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Register the operator commands on the ``clipd`` parser."""
+    cleanup = sub.add_parser("cleanup", help="apply the retention policy once (or --dry-run)")
+    add_common(cleanup)
+    cleanup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    cleanup.add_argument("--max-age", metavar="HOURS", help="retention.max_age_hours")
+    cleanup.add_argument(
+        "--size-threshold", metavar="GB",
+        help="retention.max_size_gb: evict oldest first above this many decimal GB (10^9 bytes)",
+    )
+    cleanup.add_argument("--json", action="store_true", help="machine-readable output")
+    cleanup.set_defaults(handler=_cmd_cleanup)
+
+    report = sub.add_parser("report", help="files, sizes, ages, downloads and growth")
+    add_common(report)
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.add_argument("--since", metavar="DAYS", type=int, default=7,
+                        help="download statistics over the last DAYS days (default 7)")
+    report.set_defaults(handler=_cmd_report)
+
+    monitor = sub.add_parser(
+        "monitor", help="one status line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
+    )
+    add_common(monitor)
+    monitor.add_argument("--warning", metavar="PERCENT", type=float, default=80.0,
+                         help="disk use that is a WARNING (default 80)")
+    monitor.add_argument("--critical", metavar="PERCENT", type=float, default=90.0,
+                         help="disk use that is CRITICAL (default 90)")
+    monitor.set_defaults(handler=_cmd_monitor)
+
+    verify = sub.add_parser("verify", help="re-hash every clip against the index")
+    add_common(verify)
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(handler=_cmd_verify)
+
+
+def _local_tree(config: Config) -> Path:
+    if config.storage.backend != "local":
+        raise ConfigError(
+            f"storage.backend={config.storage.backend!r}: this command works on a local tree; "
+            "with s3 the retention leader daemon applies the policy"
+        )
+    clips_dir = config.clips_dir
+    if not clips_dir.is_dir():
+        raise ConfigError(f"storage.clips_dir={str(clips_dir)!r}: is not a directory")
+    return clips_dir
+
+
+def _mb(size: int) -> str:
+    return f"{size / _MB:.1f} MB"
+
+
+def _gb(size: int) -> str:
+    return f"{size / GB:.1f} GB"
+
+
+# -- cleanup -------------------------------------------------------------------------------
+
+
+def _cmd_cleanup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    config = config_from_args(
+        args, environ,
+        extra={
+            "retention.max_age_hours": ("--max-age", args.max_age),
+            "retention.max_size_gb": ("--size-threshold", args.size_threshold),
+        },
+    )
+    setup_logging(config.log.level, environ)
+    clips_dir = _local_tree(config)
+    ix = Index(index_path(clips_dir))
+    try:
+        snapshot = gather_blocking(ix, clips_dir, local=True)
+        now = time.time()
+        the_plan = plan(
+            snapshot.records, snapshot.usage, Policy.from_config(config.retention), now,
+            tmp_files=snapshot.tmp_files, day_entries=snapshot.day_entries,
+        )
+        if snapshot.unindexed:
+            logger.warning(
+                "%d files on disk are not in the index yet and are left alone "
+                "(the daemon indexes them)", len(snapshot.unindexed),
+            )
+        applied = None if args.dry_run else apply_blocking(ix, clips_dir, the_plan, now)
+    finally:
+        ix.close()
+    if args.json:
+        print(json.dumps(_cleanup_json(the_plan, applied, now, snapshot.unindexed), indent=2))
+    elif applied is None:
+        _print_plan(the_plan, now, sys.stdout)
+    else:
+        print(summary_line(applied))
+        for d in applied.skipped:
+            print(f"skipped (locked by another process): {d.relpath}")
+    return 1 if applied is not None and applied.failed else 0
+
+
+def _print_plan(the_plan: Plan, now: float, out: TextIO) -> None:
+    print(
+        f"Dry run: would delete {the_plan.files} files, {_mb(the_plan.bytes)}, "
+        f"and remove {len(the_plan.empty_days)} empty dirs",
+        file=out,
+    )
+    for d in the_plan.deletions:
+        age_h = (now - d.mtime_ns / 1e9) / 3600
+        print(f"  {d.reason.value:<9} {d.relpath}  {_mb(d.size_bytes)}  {age_h:.1f} h old",
+              file=out)
+    for day in the_plan.empty_days:
+        print(f"  {'rmdir':<9} {day}/", file=out)
+    if the_plan.unmet:
+        print("Targets still unmet (the rest is protected): "
+              + ", ".join(r.value for r in the_plan.unmet), file=out)
+
+
+def _cleanup_json(
+    the_plan: Plan, applied: Applied | None, now: float, unindexed: tuple[str, ...]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "dry_run": applied is None,
+        "planned_files": the_plan.files,
+        "planned_bytes": the_plan.bytes,
+        "deletions": [
+            {"relpath": d.relpath, "job_id": d.job_id, "reason": d.reason.value,
+             "size_bytes": d.size_bytes, "age_hours": round((now - d.mtime_ns / 1e9) / 3600, 3)}
+            for d in the_plan.deletions
+        ],
+        "empty_dirs": list(the_plan.empty_days),
+        "unmet": [r.value for r in the_plan.unmet],
+        "unindexed_files": len(unindexed),
+    }
+    if applied is not None:
+        out.update(
+            deleted_files=len(applied.deleted),
+            freed_bytes=applied.freed_bytes,
+            empty_dirs_removed=len(applied.dirs_removed),
+            skipped_locked=[d.relpath for d in applied.skipped],
+            already_gone=[d.relpath for d in applied.gone],
+            failed=[d.relpath for d in applied.failed],
+        )
+    return out
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    config = config_from_args(args, environ)
+    setup_logging(config.log.level, environ)
+    clips_dir = _local_tree(config)
+    ix = Index(index_path(clips_dir))
+    try:
+        data = gather_report(ix, clips_dir, usage_of(clips_dir), time.time(), args.since)
+    finally:
+        ix.close()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_report(data, sys.stdout)
+    return 0
+
+
+def _print_report(data: dict[str, Any], out: TextIO) -> None:
+    lines = [
+        "=== STORAGE REPORT ===",
+        f"Directory: {data['directory']}",
+        f"Files: {data['files']}",
+        f"Total Size: {_gb(data['total_bytes'])}",
+        f"Disk Usage: {data['disk_usage_percent']}%",
+        f"File Types: {data['file_types']}",
+        f"Age Distribution: {data['age_distribution']}",
+        "",
+        f"=== DOWNLOADS (last {data['downloads']['since_days']} days) ===",
+        f"{'day':<12}{'downloads':>10}{'bytes':>16}",
+    ]
+    downloads = data["downloads"]
+    lines += [f"{r['day']:<12}{r['count']:>10}{r['bytes']:>16}" for r in downloads["per_day"]]
+    lines += ["", f"{'most downloaded':<40}{'downloads':>10}{'bytes':>16}"]
+    lines += [f"{r['job_id']:<40}{r['count']:>10}{r['bytes']:>16}" for r in downloads["top"]]
+    growth = data["growth"]
+    until = growth["days_until_full"]
+    lines += [
+        "",
+        f"=== GROWTH (last {growth['window_days']} days) ===",
+        *(f"{day:<12}{size:>16}" for day, size in growth["bytes_added"].items()),
+        f"Added per day: {_mb(int(growth['bytes_per_day']))}",
+        "Days until the disk is full: " + ("never at this rate" if until is None else f"{until}"),
+    ]
+    print("\n".join(lines), file=out)
+
+
+# -- monitor -------------------------------------------------------------------------------
+
+
+def _cmd_monitor(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    code, line = _monitor(args, environ)
+    print(f"CLIPD {_STATUS[code]} - {line}")
+    return code
+
+
+def _monitor(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int, str]:
+    warning, critical = args.warning, args.critical
+    if not 0 <= warning <= critical <= 100:
+        return _UNKNOWN, (
+            f"--warning={warning:g} --critical={critical:g}: need 0 <= warning <= critical <= 100"
+        )
+    try:
+        config = config_from_args(args, environ)
+        clips_dir = _local_tree(config)
+        path = index_path(clips_dir)
+        if not path.is_file():
+            return _UNKNOWN, f"no index at {path} (has 'clipd run' started on this tree?)"
+        ix = Index(path)
+        try:
+            totals = ix.totals()
+        finally:
+            ix.close()
+        usage = usage_of(clips_dir)
+    except ClipdError as exc:
+        return _UNKNOWN, exc.detail
+    except (OSError, sqlite3.Error, RuntimeError) as exc:
+        return _UNKNOWN, f"cannot read the tree or its index: {exc}"
+    pct = usage.percent
+    code = _CRITICAL if pct >= critical else _WARNING if pct >= warning else _OK
+    perf = (
+        f"disk_used_percent={pct:.1f}%;{warning:g};{critical:g};0;100 "
+        f"clips={totals.files};;;0 clip_bytes={totals.bytes}B;;;0"
+    )
+    return code, f"disk {pct:.1f}% used, {totals.files} clips, {_gb(totals.bytes)} | {perf}"
+
+
+# -- verify --------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A bar on a terminal, a plain line every 10 % otherwise."""
+
+    def __init__(self, total_bytes: int, files: int, out: TextIO) -> None:
+        self.total = max(total_bytes, 1)
+        self.files = files
+        self.out = out
+        self.tty = out.isatty()
+        self.done_bytes = 0
+        self.done_files = 0
+        self._last_tenth = -1
+
+    def step(self, size: int) -> None:
+        self.done_bytes += size
+        self.done_files += 1
+        frac = min(self.done_bytes / self.total, 1.0)
+        if self.tty:
+            bar = "#" * int(frac * 30)
+            self.out.write(
+                f"\rverify [{bar:<30}] {frac:6.1%} {self.done_files}/{self.files} clips"
+            )
+            self.out.flush()
+            return
+        tenth = int(frac * 10)
+        if tenth != self._last_tenth:
+            self._last_tenth = tenth
+            print(f"verify: {self.done_files}/{self.files} clips, {_mb(self.done_bytes)} "
+                  f"({frac:.0%})", file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _hash_one(clips_dir: Path, record: ClipRecord) -> tuple[ClipRecord, str | None]:
+    try:
+        digest, _ = sha256_file(clips_dir / record.relpath)
+    except FileNotFoundError:
+        return record, None
+    return record, digest
+
+
+def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    config = config_from_args(args, environ)
+    setup_logging(config.log.level, environ)
+    clips_dir = _local_tree(config)
+    ix = Index(index_path(clips_dir))
+    try:
+        records = [r for r in ix.records() if r.state == "ok"]
+    finally:
+        ix.close()
+    on_disk = set(walk_tree(clips_dir).files)
+    unindexed = sorted(on_disk - {r.relpath for r in records})
+    missing: list[str] = []
+    changed: list[dict[str, str]] = []
+    progress = _Progress(sum(r.size_bytes for r in records), len(records), sys.stderr)
+    with ThreadPoolExecutor(min(_VERIFY_WORKERS, os.cpu_count() or 1)) as pool:
+        for record, digest in pool.map(lambda r: _hash_one(clips_dir, r), records):
+            progress.step(record.size_bytes)
+            if digest is None:
+                missing.append(record.relpath)
+            elif digest != record.sha256:
+                changed.append({"relpath": record.relpath, "job_id": record.job_id,
+                                "expected": record.sha256, "actual": digest})
+    progress.close()
+    ok = len(records) - len(missing) - len(changed)
+    if args.json:
+        print(json.dumps({"checked": len(records), "ok": ok, "missing": missing,
+                          "changed": changed, "unindexed": unindexed}, indent=2))
+    else:
+        for relpath in missing:
+            print(f"MISSING   {relpath}")
+        for item in changed:
+            print(f"CHANGED   {item['relpath']} (index {item['expected']}, now {item['actual']})")
+        for relpath in unindexed:
+            print(f"UNINDEXED {relpath}")
+        print(f"verify: {len(records)} clips checked, {ok} ok, {len(missing)} missing, "
+              f"{len(changed)} changed, {len(unindexed)} unindexed")
+    return 0 if not (missing or changed or unindexed) else 1

@@ -1,0 +1,142 @@
+"""Retention's I/O shell on real trees, and the daemon evicting as clips arrive."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from clipd.checks import identity_of
+from clipd.cleanup import Applied, apply_blocking, gather_blocking, summary_line
+from clipd.index import ClipRecord, Index, index_path
+from clipd.naming import parse_relpath
+from clipd.retention import Plan, Policy, plan
+from tests.helpers import DaemonProcess, clip_bytes, disk_clips, index_rows, wait_for, write_clip
+
+H = 3600.0
+
+
+def index_tree(clips_dir: Path) -> None:
+    """Record every clip file of the tree in the index, as ingest would."""
+    records = []
+    for path in sorted(clips_dir.glob("[0-9]*/*")):
+        relpath = f"{path.parent.name}/{path.name}"
+        parsed = parse_relpath(relpath)
+        if parsed is None:
+            continue
+        st = path.lstat()
+        ident = identity_of(st)
+        records.append(ClipRecord(
+            job_id=parsed[1].job_id, relpath=relpath, day=parsed[0], title=parsed[1].title,
+            ext=parsed[1].ext, size_bytes=ident.size_bytes, mtime_ns=ident.mtime_ns,
+            ctime_ns=ident.ctime_ns, inode=ident.inode,
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            ingested_at=time.time(), verified_at=time.time(),
+        ))
+    ix = Index(index_path(clips_dir))
+    try:
+        ix.upsert_many(records)
+    finally:
+        ix.close()
+
+
+def make_tree(clips_dir: Path, ages_h: dict[str, tuple[str, float]], size: int = 1000) -> None:
+    now = time.time()
+    for i, (job, (day, age)) in enumerate(ages_h.items()):
+        write_clip(clips_dir, day, f"Clip_{job}.mp4", clip_bytes(size, i), mtime=now - age * H)
+    index_tree(clips_dir)
+
+
+def run_cleanup(clips_dir: Path, policy: Policy) -> tuple[Plan, Applied]:
+    ix = Index(index_path(clips_dir))
+    try:
+        snap = gather_blocking(ix, clips_dir, local=True)
+        now = time.time()
+        p = plan(snap.records, snap.usage, policy, now, tmp_files=snap.tmp_files,
+                 day_entries=snap.day_entries)
+        return p, apply_blocking(ix, clips_dir, p, now)
+    finally:
+        ix.close()
+
+
+def test_cleanup_deletes_expired_clips_rows_and_emptied_day_folders(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"old1": ("2026-01-01", 50), "old2": ("2026-01-02", 30),
+                          "new": ("2026-01-02", 1)})
+    _, applied = run_cleanup(clips_dir, Policy(max_age_s=24 * H))
+    assert set(index_rows(clips_dir)) == {"2026-01-02/Clip_new.mp4"}
+    assert set(disk_clips(clips_dir)) == {"2026-01-02/Clip_new.mp4"}
+    assert not (clips_dir / "2026-01-01").exists()
+    assert summary_line(applied) == (
+        "Cleanup completed: 2 files deleted, 0.0 MB freed, 1 empty dirs removed"
+    )
+    assert (clips_dir / ".clipd" / "index.sqlite3").exists()
+
+
+def test_cleanup_keeps_young_tmp_and_removes_stale_tmp(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"a": ("2026-01-01", 1)})
+    stale = clips_dir / "2026-01-01" / "Clip_x.mp4.tmp"
+    young = clips_dir / "2026-01-01" / "Clip_y.mp4.tmp"
+    for path, age in ((stale, 2 * H), (young, 60.0)):
+        path.write_bytes(b"partial")
+        os.utime(path, (time.time() - age, time.time() - age))
+    run_cleanup(clips_dir, Policy(max_age_s=24 * H, stale_tmp_s=H))
+    assert not stale.exists()
+    assert young.exists()
+
+
+def test_cleanup_skips_a_file_another_process_holds_with_flock(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"held": ("2026-01-01", 50), "free": ("2026-01-01", 40)})
+    held = clips_dir / "2026-01-01" / "Clip_held.mp4"
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        _, applied = run_cleanup(clips_dir, Policy(max_age_s=24 * H))
+        assert [d.relpath for d in applied.skipped] == ["2026-01-01/Clip_held.mp4"]
+        assert held.exists()
+        ix = Index(index_path(clips_dir))
+        try:
+            row = ix.get("held")
+        finally:
+            ix.close()
+        assert row is not None and row.state == "ok"  # released for the next round
+        assert set(index_rows(clips_dir)) == {"2026-01-01/Clip_held.mp4"}
+    finally:
+        os.close(fd)
+    run_cleanup(clips_dir, Policy(max_age_s=24 * H))
+    assert index_rows(clips_dir) == {} and disk_clips(clips_dir) == {}
+
+
+def test_cleanup_drops_rows_of_files_already_gone(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"a": ("2026-01-01", 50)})
+    (clips_dir / "2026-01-01" / "Clip_a.mp4").unlink()
+    _, applied = run_cleanup(clips_dir, Policy(max_age_s=24 * H))
+    assert len(applied.gone) == 1
+    assert index_rows(clips_dir) == {}
+
+
+def test_daemon_evicts_oldest_first_as_clips_arrive(
+    clips_dir: Path, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    # Each clip is 400 kB and the limit 1 MB: two fit, so the oldest goes as the third lands.
+    daemon = make_daemon(env={
+        "CLIPD_RETENTION_MAX_SIZE_GB": "0.001",
+        "CLIPD_RETENTION_PROTECT_RECENT_MINUTES": "0",
+        "CLIPD_SCRUB_ENABLED": "false",
+    }).start()
+    now = time.time()
+    for i in range(5):
+        write_clip(clips_dir, "2026-01-01", f"Clip_j{i}.mp4", clip_bytes(400_000, i),
+                   mtime=now - (10 - i) * 60)
+        wait_for(lambda i=i: f"2026-01-01/Clip_j{i}.mp4" in index_rows(clips_dir),
+                 what=f"j{i} indexed")
+    wait_for(lambda: set(index_rows(clips_dir)) == {"2026-01-01/Clip_j3.mp4",
+                                                     "2026-01-01/Clip_j4.mp4"},
+             what="only the two newest left")
+    assert set(disk_clips(clips_dir)) == {"2026-01-01/Clip_j3.mp4", "2026-01-01/Clip_j4.mp4"}
+    wait_for(lambda: daemon.metric("clipd_retention_deleted_files_total") == 3, what="metric")
+    assert daemon.metric("clipd_retention_freed_bytes_total") == 3 * 400_000
+    assert daemon.metric("clipd_retention_last_run_timestamp_seconds") > now
+    assert "Cleanup completed: 1 files deleted, 0.4 MB freed, 0 empty dirs removed" in daemon.log()
