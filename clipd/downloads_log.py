@@ -1,0 +1,91 @@
+"""Per-clip download counters: counted in memory on the loop, written to the index in batches.
+
+A download must never cost an index write: handlers call :meth:`DownloadLog.count`
+(a dict update on the event loop) and the ``download_flusher`` service writes the
+accumulated ``(day, job id, count, bytes)`` rows in one transaction every few seconds
+and once more at stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from clipd.index import AsyncIndex
+from clipd.naming import day_of
+
+if TYPE_CHECKING:
+    from clipd.daemon import Daemon
+    from clipd.web import State
+
+__all__ = ["FLUSH_EVERY_S", "DownloadLog", "download_flusher", "download_log"]
+
+logger = logging.getLogger(__name__)
+FLUSH_EVERY_S = 5.0
+_EXTRAS_KEY = "download_log"
+
+
+class DownloadLog:
+    """Pending download increments keyed by (UTC day, job id); loop-only, no locking."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._pending: dict[tuple[str, str], list[int]] = {}
+
+    def count(self, job_id: str, size_bytes: int) -> None:
+        """Note one download of ``size_bytes`` body bytes (call on the loop)."""
+        entry = self._pending.setdefault((day_of(self._clock()), job_id), [0, 0])
+        entry[0] += 1
+        entry[1] += size_bytes
+
+    def take(self) -> list[tuple[str, str, int, int]]:
+        """Everything pending as index rows, leaving nothing pending."""
+        pending, self._pending = self._pending, {}
+        return [(day, job, n, size) for (day, job), (n, size) in pending.items()]
+
+    def put_back(self, rows: list[tuple[str, str, int, int]]) -> None:
+        """Return rows a failed flush could not write, to retry with the next batch."""
+        for day, job, n, size in rows:
+            entry = self._pending.setdefault((day, job), [0, 0])
+            entry[0] += n
+            entry[1] += size
+
+    async def flush(self, index: AsyncIndex) -> int:
+        """Write pending rows in one transaction; returns how many rows were written."""
+        rows = self.take()
+        if not rows:
+            return 0
+        try:
+            await index.write(lambda ix: ix.add_downloads(rows))
+        except BaseException:
+            self.put_back(rows)
+            raise
+        return len(rows)
+
+
+def download_log(state: State) -> DownloadLog:
+    """The daemon's shared DownloadLog (made on first use)."""
+    log = state.extras.get(_EXTRAS_KEY)
+    if log is None:
+        log = state.extras[_EXTRAS_KEY] = DownloadLog()
+    assert isinstance(log, DownloadLog)
+    return log
+
+
+async def download_flusher(daemon: Daemon, every_s: float = FLUSH_EVERY_S) -> None:
+    """Service: flush download counters every ``every_s`` and once more when stopped."""
+    log = download_log(daemon.state)
+    try:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await log.flush(daemon.index)
+            except (OSError, sqlite3.Error):
+                logger.error("could not write download counters; retrying", exc_info=True)
+    finally:
+        # Runs when the daemon cancels its services: the index is still open then.
+        await log.flush(daemon.index)

@@ -1,0 +1,392 @@
+"""The jobs API: integrity-checked downloads, the job record, removal; the route table.
+
+A download looks the job id up in the index (never a path built from the request),
+checks that the file's identity still equals the record (re-hashing off the loop when
+it does not: same bytes → refresh and serve, other bytes → 409 and quarantine), decides
+conditionals and ranges purely against the SHA-256 ETag (:mod:`clipd.conditional`),
+and then hands the bytes to aiohttp's ``FileResponse`` (sendfile), to nginx
+(``X-Accel-Redirect``) or to the backend's presigned URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from clipd.checks import FileChangedError, sha256_file
+from clipd.conditional import Decision, Outcome, decide
+from clipd.config import WebConfig
+from clipd.downloads_log import download_log
+from clipd.errors import (
+    Forbidden,
+    IntegrityMismatch,
+    InvalidJobId,
+    NotFound,
+    PreconditionFailed,
+    StorageError,
+)
+from clipd.index import ClipRecord, Identity
+from clipd.naming import is_job_id
+from clipd.quarantine import quarantine_file
+from clipd.removal import remove_clip
+from clipd.signing import Verdict, download_path, verify
+from clipd.web import STATE, State, error_body
+
+__all__ = [
+    "CONTENT_TYPES",
+    "content_disposition",
+    "delete_job",
+    "download_job",
+    "get_job",
+    "job_id_of",
+    "record_json",
+    "repr_digest",
+    "require_writer",
+    "routes",
+]
+
+logger = logging.getLogger(__name__)
+
+JOB_PATH = "/api/v1/jobs/{job_id}"
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/x-m4v",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".gif": "image/gif",
+}
+# Conditional and negotiation headers aiohttp's FileResponse would evaluate against its
+# own mtime-size ETag (and, for Accept-Encoding, a sibling .gz/.br file it would send
+# instead of the verified clip): clipd decides these itself, so they never reach it.
+_STRIPPED = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+             "If-Range", "Range", "Accept-Encoding")
+_FULL_PREFIX = "full/"
+
+
+def _clock(state: State) -> Callable[[], float]:
+    clock = state.extras.get("clock", time.time)
+    assert callable(clock)
+    return clock  # type: ignore[no-any-return]
+
+
+# -- shared by the handlers ----------------------------------------------------------------
+
+
+def job_id_of(request: web.Request) -> str:
+    """The job id from the path, or InvalidJobId (400) for anything malformed."""
+    job_id = request.match_info.get("job_id", "")
+    if not is_job_id(job_id):
+        shown = job_id.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise InvalidJobId(f"job id {shown[:80]!r}: must match [A-Za-z0-9-]{{1,64}}")
+    return job_id
+
+
+def require_writer(request: web.Request, config: WebConfig) -> None:
+    """Check ``Authorization: Bearer <api_token>`` in constant time (403/401 otherwise)."""
+    if not config.api_token:
+        raise Forbidden(
+            "writes are disabled: set CLIPD_API_TOKEN (or [web] api_token) to enable PUT and "
+            "DELETE"
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    good = hmac.compare_digest(
+        given.strip().encode("utf-8", "replace"), config.api_token.encode("utf-8", "replace")
+    )
+    if scheme.lower() != "bearer" or not good:
+        raise web.HTTPUnauthorized(
+            headers={"WWW-Authenticate": 'Bearer realm="clipd"'},
+            text="missing or wrong bearer token in Authorization",
+        )
+
+
+def record_json(record: ClipRecord, base_url: str) -> dict[str, Any]:
+    """The public JSON form of a record."""
+    return {
+        "job_id": record.job_id,
+        "title": record.display_title or record.title,
+        "file_title": record.title,
+        "filename": record.relpath.rpartition("/")[2],
+        "day": record.day,
+        "size_bytes": record.size_bytes,
+        "sha256": record.sha256,
+        "content_type": CONTENT_TYPES.get(record.ext.lower(), "application/octet-stream"),
+        "created": formatdate(record.ingested_at, usegmt=True),
+        "created_at": record.ingested_at,
+        "modified_at": record.mtime_ns / 1e9,
+        "download_url": base_url.rstrip("/") + download_path(record.job_id),
+    }
+
+
+def content_disposition(record: ClipRecord) -> str:
+    """``attachment`` with an ASCII ``filename=`` and a UTF-8 ``filename*=`` (RFC 6266)."""
+    stored = record.relpath.rpartition("/")[2]
+    wanted = (record.display_title + record.ext) if record.display_title else stored
+    encoded = quote(wanted, safe="!#$&+-.^_`|~")
+    return f"attachment; filename=\"{stored}\"; filename*=UTF-8''{encoded}"
+
+
+def repr_digest(sha256_hex: str) -> str:
+    """``Repr-Digest`` for a SHA-256 (RFC 9530: a structured-field byte sequence)."""
+    return "sha-256=:" + base64.b64encode(bytes.fromhex(sha256_hex)).decode() + ":"
+
+
+def _clip_headers(record: ClipRecord, config: WebConfig) -> dict[str, str]:
+    return {
+        "ETag": f'"{record.sha256}"',
+        "Last-Modified": formatdate(record.mtime_ns // 1_000_000_000, usegmt=True),
+        "Cache-Control": config.cache_control,
+        "Accept-Ranges": "bytes",
+        "Content-Type": CONTENT_TYPES.get(record.ext.lower(), "application/octet-stream"),
+        "Content-Disposition": content_disposition(record),
+        "Repr-Digest": repr_digest(record.sha256),
+    }
+
+
+async def _lookup(state: State, job_id: str) -> ClipRecord:
+    record = await state.index.get(job_id)
+    if record is None or record.state != "ok":
+        raise NotFound(f"no clip with job id {job_id}")
+    return record
+
+
+# -- integrity ---------------------------------------------------------------------------
+
+
+async def _verified(state: State, record: ClipRecord) -> ClipRecord:
+    """The record, refreshed if the file was touched but its bytes are the same.
+
+    Raises NotFound when the file is gone and IntegrityMismatch (after quarantining the
+    file and dropping its row) when its bytes no longer match the SHA-256.
+    """
+    current = await state.backend.stat(record.relpath)
+    if current is None:
+        raise NotFound(f"the file of job {record.job_id} is gone")
+    if current == record.identity:
+        return record
+    local = state.backend.local_path(record.relpath)
+    if local is None:
+        # Remote bytes cannot be re-hashed cheaply; refuse until a re-listing re-checks them.
+        await _refuse(state, record, f"stored object changed: {current} != {record.identity}",
+                      local=False)
+    try:
+        sha256, identity = await asyncio.to_thread(sha256_file, local)
+    except FileNotFoundError:
+        raise NotFound(f"the file of job {record.job_id} is gone") from None
+    except FileChangedError:
+        logger.warning("job %s: %s is being modified right now; refused", record.job_id,
+                       record.relpath)
+        raise IntegrityMismatch(
+            f"the file of job {record.job_id} is being modified; it is not served"
+        ) from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        await _refuse(state, record, "became a symlink: only regular files are served")
+    if sha256 != record.sha256:
+        await _refuse(state, record, f"sha256 {sha256} != recorded {record.sha256}")
+    return await _refresh(state, record, identity)
+
+
+async def _refresh(state: State, record: ClipRecord, identity: Identity) -> ClipRecord:
+    refreshed = replace(
+        record,
+        size_bytes=identity.size_bytes,
+        mtime_ns=identity.mtime_ns,
+        ctime_ns=identity.ctime_ns,
+        inode=identity.inode,
+        verified_at=_clock(state)(),
+    )
+    await state.index.write(lambda ix: ix.upsert(refreshed))
+    logger.info("job %s: %s was touched but its bytes still match; record refreshed",
+                record.job_id, record.relpath)
+    return refreshed
+
+
+async def _refuse(state: State, record: ClipRecord, reason: str, local: bool = True) -> NoReturn:
+    """Count, log and (for a local file) quarantine a clip whose bytes changed; raises 409."""
+    state.metrics.integrity_mismatches.inc()
+    logger.error("integrity mismatch on download of job %s (%s): %s", record.job_id,
+                 record.relpath, reason)
+    if local:
+        moved = await asyncio.to_thread(
+            quarantine_file, state.clips_dir, record.relpath, f"integrity: {reason}",
+            record.job_id,
+        )
+        await state.index.write(lambda ix: ix.delete(record.job_id))
+        if moved is not None:
+            state.metrics.quarantined_files.labels("integrity").inc()
+    raise IntegrityMismatch(
+        f"the file of job {record.job_id} no longer matches its SHA-256; it was quarantined"
+        if local else f"the stored object of job {record.job_id} changed; it is not served"
+    )
+
+
+# -- GET|HEAD .../download -----------------------------------------------------------------
+
+
+class _ClipFileResponse(web.FileResponse):
+    """FileResponse that keeps the clip's SHA-256 ETag and answers from a stripped request.
+
+    aiohttp (every admitted version) overwrites ``etag`` with ``<mtime>-<size>`` and
+    evaluates preconditions against it (and, before aiohttp#13480, ignores an
+    entity-tag If-Range). clipd has already decided all of that, so prepare() runs on a
+    clone without those headers and with only the Range clipd chose to honour.
+    """
+
+    def __init__(self, path: Path, headers: dict[str, str], request: web.BaseRequest,
+                 decision: Decision) -> None:
+        super().__init__(path, headers=headers)
+        forwarded = CIMultiDict(request.headers)
+        for name in _STRIPPED:
+            forwarded.popall(name, None)
+        if decision.outcome is Outcome.PARTIAL:
+            forwarded["Range"] = f"bytes={decision.start}-{decision.end}"
+        self._clean_request = request.clone(headers=forwarded)
+
+    # FileResponse assigns these from its own stat (an mtime-size ETag; a Last-Modified
+    # rounded up); clipd's values are already in the headers, so the assignments are
+    # ignored.
+    @property
+    def etag(self) -> Any:
+        return web.StreamResponse.etag.fget(self)  # type: ignore[attr-defined]
+
+    @etag.setter
+    def etag(self, value: Any) -> None:
+        return
+
+    @property
+    def last_modified(self) -> Any:
+        return web.StreamResponse.last_modified.fget(self)  # type: ignore[attr-defined]
+
+    @last_modified.setter
+    def last_modified(self, value: Any) -> None:
+        return
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        return await super().prepare(self._clean_request)
+
+
+def _check_signature(state: State, request: web.Request, job_id: str) -> None:
+    config = state.config.web
+    if not config.require_signed_downloads:
+        return
+    if not config.signing_key:
+        raise Forbidden("signed downloads are required but web.signing_key is empty")
+    verdict = verify(config.signing_key, request.method, download_path(job_id), request.query,
+                     _clock(state)())
+    if verdict is not Verdict.OK:
+        raise Forbidden(f"a valid signed link is required (link is {verdict.value}); "
+                        "get one with `clipd sign JOB_ID`")
+
+
+def _body_bytes(decision: Decision, record: ClipRecord, method: str) -> int:
+    if method == "HEAD":
+        return 0
+    if decision.outcome is Outcome.PARTIAL:
+        return decision.end - decision.start + 1
+    return record.size_bytes
+
+
+async def download_job(request: web.Request) -> web.StreamResponse:
+    """GET|HEAD /api/v1/jobs/{job_id}/download: the clip, after every check."""
+    state: State = request.app[STATE]
+    job_id = job_id_of(request)
+    _check_signature(state, request, job_id)
+    record = await _verified(state, await _lookup(state, job_id))
+    decision = decide(request.method, request.headers, record.sha256, record.mtime_ns,
+                      record.size_bytes)
+    headers = _clip_headers(record, state.config.web)
+    response = await _respond(state, request, record, decision, headers)
+    state.metrics.downloads.labels(str(response.status)).inc()
+    if response.status in {200, 206}:
+        sent = _body_bytes(decision, record, request.method)
+        state.metrics.download_bytes.inc(sent)
+        if request.method == "GET":
+            download_log(state).count(job_id, sent)
+    return response
+
+
+async def _respond(state: State, request: web.Request, record: ClipRecord,
+                   decision: Decision, headers: dict[str, str]) -> web.StreamResponse:
+    outcome = decision.outcome
+    if outcome is Outcome.PRECONDITION_FAILED:
+        raise PreconditionFailed(decision.reason)
+    if outcome is Outcome.NOT_MODIFIED:
+        keep = ("ETag", "Last-Modified", "Cache-Control")
+        return web.Response(status=304, headers={k: headers[k] for k in keep})
+    if outcome is Outcome.RANGE_NOT_SATISFIABLE:
+        response = error_body(416, "range_not_satisfiable", decision.reason)
+        response.headers["Content-Range"] = f"bytes */{record.size_bytes}"
+        response.headers["ETag"] = headers["ETag"]
+        return response
+    local = state.backend.local_path(record.relpath)
+    if local is None:
+        url = await state.backend.presign(record.relpath, state.config.s3.presign_ttl_seconds)
+        if url is None:
+            raise StorageError(f"the backend has no URL for job {record.job_id}")
+        return web.Response(status=302, headers={"Location": url, "ETag": headers["ETag"],
+                                                 "Cache-Control": "no-store"})
+    accel = state.config.web.accel_redirect
+    if accel and not _needs_clipd(request):
+        # nginx must not honour a Range clipd decided to ignore (stale If-Range):
+        # the "full/" location has max_ranges 0.
+        prefix = accel + (_FULL_PREFIX if decision.range_ignored else "")
+        headers["X-Accel-Redirect"] = prefix + quote(record.relpath)
+        return web.Response(status=200, headers=headers)
+    return _ClipFileResponse(local, headers, request, decision)
+
+
+def _needs_clipd(request: web.Request) -> bool:
+    # nginx's not-modified filter runs before the ETag clipd hands it is set, so it
+    # would answer a (passed) If-Match with 412: clipd sends those few bytes itself.
+    return "If-Match" in request.headers
+
+
+# -- GET / DELETE /api/v1/jobs/{job_id} ------------------------------------------------------
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """GET /api/v1/jobs/{job_id}: the record as JSON."""
+    state: State = request.app[STATE]
+    record = await _lookup(state, job_id_of(request))
+    return web.json_response(record_json(record, state.config.web.base_url))
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """DELETE /api/v1/jobs/{job_id}: remove file and record (crash-safe), 204."""
+    state: State = request.app[STATE]
+    job_id = job_id_of(request)
+    require_writer(request, state.config.web)
+    record = await _lookup(state, job_id)
+    existed = await remove_clip(state.index, state.backend, record)
+    logger.info("deleted job %s (%s) on request%s", job_id, record.relpath,
+                "" if existed else "; its file was already gone")
+    return web.Response(status=204)
+
+
+def routes() -> list[web.RouteDef]:
+    """The jobs API and its OpenAPI document, for :func:`clipd.services.routes_for`."""
+    from clipd.openapi import openapi_json
+    from clipd.upload import put_job
+
+    return [
+        web.get(JOB_PATH + "/download", download_job, name="job_download"),
+        web.get(JOB_PATH, get_job, name="job"),
+        web.put(JOB_PATH, put_job, name="job_put"),
+        web.delete(JOB_PATH, delete_job, name="job_delete"),
+        web.get("/api/v1/openapi.json", openapi_json, name="openapi"),
+    ]

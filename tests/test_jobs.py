@@ -1,0 +1,537 @@
+"""The jobs API on a real aiohttp server over a real tree and index: downloads, PUT, DELETE."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clipd.checks import sha256_file
+from clipd.config import load
+from clipd.downloads_log import download_log
+from clipd.index import AsyncIndex, ClipRecord, index_path
+from clipd.jobs import routes
+from clipd.metrics import Metrics
+from clipd.naming import day_of
+from clipd.quarantine import quarantine_dir
+from clipd.storage.local import LocalBackend
+from clipd.web import State, make_app
+from tests.helpers import clip_bytes, index_rows, wait_for, write_clip
+
+DAY = "2026-11-24"
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Api:
+    client: Any
+    state: State
+    clips_dir: Path
+
+    def configure(self, **env: str) -> None:
+        """Swap the config, as SIGHUP does (env names as in production)."""
+        self.state.config = load({}, {"CLIPS_DIR": str(self.clips_dir), **env}, None)
+
+    async def add(self, job_id: str, size: int = 4096, title: str = "My_Clip",
+                  display_title: str = "", ext: str = ".mp4", seed: int = 1) -> ClipRecord:
+        data = clip_bytes(size, seed)
+        path = write_clip(self.clips_dir, DAY, f"{title}_{job_id}{ext}", data)
+        sha, identity = sha256_file(path)
+        now = time.time()
+        record = ClipRecord(
+            job_id=job_id, relpath=f"{DAY}/{path.name}", day=DAY, title=title, ext=ext,
+            size_bytes=identity.size_bytes, mtime_ns=identity.mtime_ns,
+            ctime_ns=identity.ctime_ns, inode=identity.inode, sha256=sha, ingested_at=now,
+            verified_at=now, display_title=display_title,
+        )
+        await self.state.index.write(lambda ix: ix.upsert(record))
+        return record
+
+    async def row(self, job_id: str) -> ClipRecord | None:
+        return await self.state.index.get(job_id)
+
+
+@contextlib.asynccontextmanager
+async def _make_api(aiohttp_client: Any, clips_dir: Path, backend: Any = None,
+                    **env: str) -> AsyncIterator[Api]:
+    config = load({}, {"CLIPS_DIR": str(clips_dir), "CLIPD_API_TOKEN": TOKEN, **env}, None)
+    index = AsyncIndex(index_path(clips_dir))
+    await index.open()
+    state = State(config=config, index=index, metrics=Metrics(),
+                  backend=backend or LocalBackend(clips_dir), ready=True)
+    client = await aiohttp_client(make_app(state, routes()))
+    try:
+        yield Api(client, state, clips_dir)
+    finally:
+        await index.close()
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, clips_dir: Path) -> AsyncIterator[Api]:
+    async with _make_api(aiohttp_client, clips_dir) as made:
+        yield made
+
+
+def _metric(state: State, name: str, **labels: str) -> float:
+    value = state.metrics.registry.get_sample_value(name, labels or None)
+    return value or 0.0
+
+
+async def _error(response: Any, status: int) -> dict[str, str]:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert set(body) == {"error", "detail"}
+    return body  # type: ignore[no-any-return]
+
+
+# -- downloads ----------------------------------------------------------------------------
+
+
+async def test_download_sends_the_clip_with_sha256_validators(api: Api) -> None:
+    record = await api.add("job1")
+    response = await api.client.get("/api/v1/jobs/job1/download")
+    assert response.status == 200
+    assert await response.read() == (api.clips_dir / record.relpath).read_bytes()
+    h = response.headers
+    assert h["ETag"] == f'"{record.sha256}"'
+    digest = base64.b64encode(bytes.fromhex(record.sha256)).decode()
+    assert h["Repr-Digest"] == f"sha-256=:{digest}:"
+    assert h["Accept-Ranges"] == "bytes"
+    assert h["Cache-Control"] == "private, max-age=3600"
+    assert h["Content-Type"] == "video/mp4"
+    assert h["Content-Length"] == str(record.size_bytes)
+    assert h["Last-Modified"] == formatdate(record.mtime_ns // 10**9, usegmt=True)
+    assert h["Content-Disposition"].startswith('attachment; filename="My_Clip_job1.mp4"')
+    assert _metric(api.state, "clipd_downloads_total", code="200") == 1
+    assert _metric(api.state, "clipd_download_bytes_total") == record.size_bytes
+
+
+async def test_head_sends_headers_without_body(api: Api) -> None:
+    record = await api.add("job1")
+    response = await api.client.head("/api/v1/jobs/job1/download")
+    assert response.status == 200
+    assert await response.read() == b""
+    assert response.headers["Content-Length"] == str(record.size_bytes)
+    assert response.headers["ETag"] == f'"{record.sha256}"'
+
+
+@pytest.mark.parametrize(("range_header", "start", "end"),
+                         [("bytes=10-19", 10, 19), ("bytes=4000-", 4000, 4095),
+                          ("bytes=-16", 4080, 4095), ("bytes=4090-99999", 4090, 4095)])
+async def test_range_is_served_as_206(api: Api, range_header: str, start: int, end: int) -> None:
+    record = await api.add("job1")
+    data = (api.clips_dir / record.relpath).read_bytes()
+    response = await api.client.get("/api/v1/jobs/job1/download",
+                                    headers={"Range": range_header})
+    assert response.status == 206
+    assert await response.read() == data[start : end + 1]
+    assert response.headers["Content-Range"] == f"bytes {start}-{end}/{len(data)}"
+    assert response.headers["ETag"] == f'"{record.sha256}"'
+
+
+async def test_unsatisfiable_range_is_416_json(api: Api) -> None:
+    await api.add("job1")
+    response = await api.client.get("/api/v1/jobs/job1/download",
+                                    headers={"Range": "bytes=5000-6000"})
+    await _error(response, 416)
+    assert response.headers["Content-Range"] == "bytes */4096"
+
+
+async def test_if_range_with_current_etag_or_date_honours_the_range(api: Api) -> None:
+    record = await api.add("job1")
+    last_modified = formatdate(record.mtime_ns // 10**9, usegmt=True)
+    for validator in (f'"{record.sha256}"', last_modified):
+        response = await api.client.get(
+            "/api/v1/jobs/job1/download", headers={"Range": "bytes=0-9", "If-Range": validator}
+        )
+        assert response.status == 206, validator
+        assert len(await response.read()) == 10
+
+
+async def test_stale_if_range_sends_the_whole_clip(api: Api) -> None:
+    record = await api.add("job1")
+    for validator in ('"' + "0" * 64 + '"', f'W/"{record.sha256}"',
+                      formatdate(record.mtime_ns // 10**9 - 60, usegmt=True)):
+        response = await api.client.get(
+            "/api/v1/jobs/job1/download", headers={"Range": "bytes=0-9", "If-Range": validator}
+        )
+        assert response.status == 200, validator
+        assert len(await response.read()) == record.size_bytes
+        assert "Content-Range" not in response.headers
+
+
+async def test_if_none_match_is_304_and_if_match_mismatch_is_412(api: Api) -> None:
+    record = await api.add("job1")
+    etag = f'"{record.sha256}"'
+    response = await api.client.get("/api/v1/jobs/job1/download",
+                                    headers={"If-None-Match": f'"other", {etag}'})
+    assert response.status == 304
+    assert response.headers["ETag"] == etag
+    assert await response.read() == b""
+    response = await api.client.get("/api/v1/jobs/job1/download",
+                                    headers={"If-None-Match": '"other"'})
+    assert response.status == 200
+    body = await _error(await api.client.get("/api/v1/jobs/job1/download",
+                                             headers={"If-Match": '"other"'}), 412)
+    assert body["error"] == "precondition_failed"
+    response = await api.client.get("/api/v1/jobs/job1/download", headers={"If-Match": etag})
+    assert response.status == 200
+
+
+async def test_if_modified_since_is_304_when_not_modified(api: Api) -> None:
+    record = await api.add("job1")
+    later = formatdate(record.mtime_ns // 10**9 + 10, usegmt=True)
+    response = await api.client.get("/api/v1/jobs/job1/download",
+                                    headers={"If-Modified-Since": later})
+    assert response.status == 304
+
+
+async def test_non_ascii_title_gets_rfc6266_disposition(api: Api) -> None:
+    await api.add("job1", title="Caf_au_lait", display_title="Café ☕ «au lait»")
+    response = await api.client.get("/api/v1/jobs/job1/download")
+    disposition = response.headers["Content-Disposition"]
+    assert disposition == (
+        'attachment; filename="Caf_au_lait_job1.mp4"; '
+        "filename*=UTF-8''Caf%C3%A9%20%E2%98%95%20%C2%ABau%20lait%C2%BB.mp4"
+    )
+    disposition.encode("ascii")  # a header must stay ASCII
+
+
+async def test_clip_modified_behind_clipds_back_is_refused_and_quarantined(api: Api) -> None:
+    record = await api.add("job1")
+    path = api.clips_dir / record.relpath
+    data = bytearray(path.read_bytes())  # same size, other bytes, mtime put back
+    data[100:108] = b"tampered"
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(record.mtime_ns, record.mtime_ns))
+    assert path.stat().st_size == record.size_bytes
+    body = await _error(await api.client.get("/api/v1/jobs/job1/download"), 409)
+    assert body["error"] == "integrity_mismatch"
+    assert not path.exists()
+    assert list(quarantine_dir(api.clips_dir).glob(f"{DAY}/*job1.mp4"))
+    assert await api.row("job1") is None
+    assert _metric(api.state, "clipd_integrity_mismatches_total") == 1
+    await _error(await api.client.get("/api/v1/jobs/job1/download"), 404)
+
+
+async def test_touched_clip_with_same_bytes_is_served_and_record_refreshed(api: Api) -> None:
+    record = await api.add("job1")
+    path = api.clips_dir / record.relpath
+    os.utime(path, ns=(record.mtime_ns + 5 * 10**9, record.mtime_ns + 5 * 10**9))
+    response = await api.client.get("/api/v1/jobs/job1/download")
+    assert response.status == 200
+    refreshed = await api.row("job1")
+    assert refreshed is not None and refreshed.mtime_ns == record.mtime_ns + 5 * 10**9
+    assert refreshed.sha256 == record.sha256
+    assert _metric(api.state, "clipd_integrity_mismatches_total") == 0
+
+
+async def test_clip_swapped_for_a_symlink_is_never_served(api: Api, tmp_path: Path) -> None:
+    record = await api.add("job1")
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(clip_bytes(4096, 1))
+    path = api.clips_dir / record.relpath
+    path.unlink()
+    path.symlink_to(outside)
+    await _error(await api.client.get("/api/v1/jobs/job1/download"), 409)
+    assert outside.exists() and not path.is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [("a%2Fb", 400), ("..%2F..%2Fetc", 400), ("a.b", 400), ("a%00b", 400), ("%FF", 400),
+     ("x" * 65, 400), ("%C3%A9", 400), ("a_b", 400), ("..", 404), ("%2E%2E", 404)],
+)
+async def test_hostile_job_ids_are_refused_as_json(api: Api, raw: str, status: int) -> None:
+    await api.add("job1")
+    for path in (f"/api/v1/jobs/{raw}/download", f"/api/v1/jobs/{raw}"):
+        response = await api.client.get(path)
+        await _error(response, status)
+
+
+async def test_unknown_job_is_404_json(api: Api) -> None:
+    body = await _error(await api.client.get("/api/v1/jobs/nope/download"), 404)
+    assert body["error"] == "not_found"
+
+
+async def test_job_record_as_json(api: Api) -> None:
+    record = await api.add("job1", display_title="Mon clip")
+    response = await api.client.get("/api/v1/jobs/job1")
+    assert response.status == 200
+    body = await response.json()
+    assert body["job_id"] == "job1" and body["title"] == "Mon clip"
+    assert body["sha256"] == record.sha256 and body["size_bytes"] == 4096
+    assert body["download_url"] == "http://localhost:8000/api/v1/jobs/job1/download"
+
+
+# -- signed links, X-Accel-Redirect, remote backends -------------------------------------------
+
+
+async def test_signed_links_are_required_when_configured(api: Api) -> None:
+    from clipd.signing import signed_url
+
+    await api.add("job1")
+    api.configure(CLIPD_WEB_SIGNING_KEY="k1", CLIPD_WEB_REQUIRE_SIGNED_DOWNLOADS="true")
+    now = 1_900_000_000.0
+    api.state.extras["clock"] = lambda: now
+    await _error(await api.client.get("/api/v1/jobs/job1/download"), 403)
+    url = signed_url("http://x", "k1", "job1", 3600, now)
+    path = url.removeprefix("http://x")
+    assert (await api.client.get(path)).status == 200
+    assert (await api.client.head(path)).status == 200
+    await _error(await api.client.get(path.replace("sig=", "sig=0")), 403)
+    api.state.extras["clock"] = lambda: now + 3601
+    body = await _error(await api.client.get(path), 403)
+    assert "expired" in body["detail"]
+    api.state.extras["clock"] = lambda: now
+    api.configure(CLIPD_WEB_SIGNING_KEY="k2", CLIPD_WEB_REQUIRE_SIGNED_DOWNLOADS="true")
+    await _error(await api.client.get(path), 403)  # rotated key
+
+
+async def test_accel_redirect_hands_nginx_the_path_and_clipds_headers(api: Api) -> None:
+    record = await api.add("job1")
+    api.configure(CLIPD_WEB_ACCEL_REDIRECT="/_clips/")
+    response = await api.client.get("/api/v1/jobs/job1/download")
+    assert response.status == 200
+    assert response.headers["X-Accel-Redirect"] == f"/_clips/{record.relpath}"
+    assert response.headers["ETag"] == f'"{record.sha256}"'
+    assert "Repr-Digest" in response.headers and "Content-Disposition" in response.headers
+    stale = await api.client.get("/api/v1/jobs/job1/download",
+                                 headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    assert stale.headers["X-Accel-Redirect"] == f"/_clips/full/{record.relpath}"
+    fresh = await api.client.get(
+        "/api/v1/jobs/job1/download",
+        headers={"Range": "bytes=0-9", "If-Range": f'"{record.sha256}"'},
+    )
+    assert fresh.headers["X-Accel-Redirect"] == f"/_clips/{record.relpath}"
+
+
+class _RemoteBackend(LocalBackend):
+    """A backend whose bytes are elsewhere: no local path, a presigned URL instead."""
+
+    def local_path(self, relpath: str) -> Path | None:
+        return None
+
+    async def presign(self, relpath: str, ttl_s: int) -> str | None:
+        return f"https://bucket.example/{relpath}?ttl={ttl_s}"
+
+
+async def test_remote_clip_is_redirected_to_a_presigned_url(aiohttp_client: Any,
+                                                             clips_dir: Path) -> None:
+    async with _make_api(aiohttp_client, clips_dir, backend=_RemoteBackend(clips_dir)) as api:
+        record = await api.add("job1")
+        response = await api.client.get("/api/v1/jobs/job1/download", allow_redirects=False)
+        assert response.status == 302
+        assert response.headers["Location"] == f"https://bucket.example/{record.relpath}?ttl=900"
+
+
+async def test_downloads_are_counted_in_memory_and_flushed_in_one_batch(api: Api) -> None:
+    await api.add("job1")
+    for _ in range(3):
+        assert (await api.client.get("/api/v1/jobs/job1/download")).status == 200
+    assert (await api.client.head("/api/v1/jobs/job1/download")).status == 200
+    assert await api.state.index.read(lambda ix: ix.downloads("2000-01-01")) == []
+    assert await download_log(api.state).flush(api.state.index) == 1
+    rows = await api.state.index.read(lambda ix: ix.downloads("2000-01-01"))
+    assert rows == [(day_of(time.time()), "job1", 3, 3 * 4096)]
+
+
+# -- DELETE ------------------------------------------------------------------------------------
+
+
+async def test_delete_needs_a_configured_token(api: Api) -> None:
+    await api.add("job1")
+    api.configure()
+    body = await _error(await api.client.delete("/api/v1/jobs/job1", headers=AUTH), 403)
+    assert "CLIPD_API_TOKEN" in body["detail"]
+    assert await api.row("job1") is not None
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": "Bearer tökén"}])
+async def test_delete_with_a_wrong_token_is_401(api: Api, headers: dict[str, str]) -> None:
+    await api.add("job1")
+    response = await api.client.delete("/api/v1/jobs/job1", headers=headers)
+    await _error(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert await api.row("job1") is not None
+
+
+async def test_delete_removes_file_and_record(api: Api) -> None:
+    record = await api.add("job1")
+    response = await api.client.delete("/api/v1/jobs/job1", headers=AUTH)
+    assert response.status == 204
+    assert not (api.clips_dir / record.relpath).exists()
+    assert await api.row("job1") is None
+    await _error(await api.client.delete("/api/v1/jobs/job1", headers=AUTH), 404)
+
+
+# -- PUT ---------------------------------------------------------------------------------------
+
+
+def _leftovers(clips_dir: Path) -> list[Path]:
+    return [p for p in clips_dir.rglob("*") if p.is_file() and ".clipd" not in p.parts]
+
+
+async def test_put_stores_records_and_serves_the_clip(api: Api) -> None:
+    data = clip_bytes(300_000, 7)
+    b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    response = await api.client.put(
+        "/api/v1/jobs/up1", params={"title": "Été à Paris"}, data=data,
+        headers={**AUTH, "x-amz-checksum-sha256": b64, "Content-Type": "video/mp4"},
+    )
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert body["title"] == "Été à Paris" and body["sha256"] == hashlib.sha256(data).hexdigest()
+    record = await api.row("up1")
+    assert record is not None and record.title == "t_Paris"
+    assert record.display_title == "Été à Paris"
+    assert record.relpath == f"{day_of(time.time())}/{record.title}_up1.mp4"
+    path = api.clips_dir / record.relpath
+    assert path.read_bytes() == data
+    assert (record.size_bytes, record.mtime_ns, record.inode) == (
+        len(data), path.stat().st_mtime_ns, path.stat().st_ino)
+    assert _leftovers(api.clips_dir) == [path]
+    download = await api.client.get("/api/v1/jobs/up1/download")
+    assert await download.read() == data
+    assert "filename*=UTF-8''%C3%89t%C3%A9%20%C3%A0%20Paris.mp4" in download.headers[
+        "Content-Disposition"]
+
+
+async def test_put_with_repr_digest_and_default_title(api: Api) -> None:
+    data = clip_bytes(5000, 3)
+    b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    response = await api.client.put("/api/v1/jobs/up2", data=data,
+                                    headers={**AUTH, "Repr-Digest": f"sha-256=:{b64}:"})
+    assert response.status == 201, await response.text()
+    record = await api.row("up2")
+    assert record is not None and record.title == "Clip" and record.display_title == ""
+
+
+@pytest.mark.parametrize("header", [
+    {"x-amz-checksum-sha256": base64.b64encode(b"\0" * 32).decode()},
+    {"Repr-Digest": "sha-256=:" + base64.b64encode(b"\1" * 32).decode() + ":"},
+    {"x-amz-checksum-sha256": "not base64!"},
+])
+async def test_put_with_a_bad_checksum_keeps_nothing(api: Api, header: dict[str, str]) -> None:
+    response = await api.client.put("/api/v1/jobs/up1", data=clip_bytes(100_000, 1),
+                                    headers={**AUTH, **header})
+    await _error(response, 400)
+    assert _leftovers(api.clips_dir) == []
+    assert await api.row("up1") is None
+
+
+async def test_put_of_a_bad_container_is_422_and_keeps_nothing(api: Api) -> None:
+    response = await api.client.put("/api/v1/jobs/up1", data=b"not a video" * 100,
+                                    headers=AUTH)
+    body = await _error(response, 422)
+    assert "signature" in body["detail"]
+    assert _leftovers(api.clips_dir) == [] and await api.row("up1") is None
+
+
+async def test_put_of_an_existing_job_is_409(api: Api) -> None:
+    record = await api.add("job1")
+    response = await api.client.put("/api/v1/jobs/job1", data=clip_bytes(1000, 2), headers=AUTH)
+    await _error(response, 409)
+    assert (api.clips_dir / record.relpath).read_bytes() == clip_bytes(4096, 1)
+
+
+async def test_put_over_the_size_cap_is_413_declared_or_streamed(api: Api) -> None:
+    api.configure(CLIPD_API_TOKEN=TOKEN, CLIPD_WEB_MAX_UPLOAD_BYTES="50000")
+    await _error(await api.client.put("/api/v1/jobs/up1", data=clip_bytes(60_000),
+                                      headers=AUTH), 413)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(8):
+            yield clip_bytes(10_000, i)
+
+    await _error(await api.client.put("/api/v1/jobs/up1", data=chunks(), headers=AUTH), 413)
+    assert _leftovers(api.clips_dir) == [] and await api.row("up1") is None
+
+
+async def test_put_auth_mirrors_delete(api: Api) -> None:
+    await _error(await api.client.put("/api/v1/jobs/up1", data=b"x"), 401)
+    api.configure()
+    await _error(await api.client.put("/api/v1/jobs/up1", data=b"x", headers=AUTH), 403)
+    assert _leftovers(api.clips_dir) == []
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str) -> Iterator[None]:
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): "
+                    f"{result.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+async def test_put_on_a_full_disk_is_507_and_the_server_keeps_serving(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    clips = tmp_path / "small"
+    clips.mkdir()
+    with _tmpfs(clips, "2m"):
+        async with _make_api(aiohttp_client, clips) as api:
+            await api.add("job1", size=10_000)
+            big = io.BytesIO(clip_bytes(3 * 1024**2))
+            response = await api.client.put("/api/v1/jobs/big", data=big, headers=AUTH)
+            body = await _error(response, 507)
+            assert "nothing was kept" in body["detail"]
+            assert [p.name for p in _leftovers(clips)] == ["My_Clip_job1.mp4"]
+            assert await api.row("big") is None
+            assert (await api.client.get("/api/v1/jobs/job1/download")).status == 200
+
+
+# -- the real daemon ------------------------------------------------------------------------
+
+
+def test_daemon_put_download_delete_end_to_end(make_daemon: Any, clips_dir: Path) -> None:
+    import urllib.request
+
+    daemon = make_daemon(env={"CLIPD_API_TOKEN": TOKEN}).start()
+    data = clip_bytes(200_000, 9)
+    request = urllib.request.Request(daemon.url + "/api/v1/jobs/e2e?title=End%20to%20end",
+                                     data=data, method="PUT", headers=AUTH)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+    status, _, body = daemon.get("/api/v1/jobs/e2e/download", {"Range": "bytes=0-99"})
+    assert status == 206 and body == data[:100]
+    status, _, body = daemon.get("/api/v1/jobs/e2e/download")
+    assert status == 200 and body == data
+    rows = index_rows(clips_dir)
+    (relpath,) = rows
+    assert rows[relpath] == (hashlib.sha256(data).hexdigest(), len(data))
+    # The watcher saw the new name too: ingest must leave the upload's row alone.
+    wait_for(lambda: "e2e" in daemon.log(), what="upload logged")
+    assert daemon.metric("clipd_downloads_total") == 2
+    assert daemon.stop() == 0
+    import sqlite3
+
+    conn = sqlite3.connect(clips_dir / ".clipd" / "index.sqlite3")
+    try:
+        downloads = conn.execute("SELECT job_id, count, bytes FROM downloads_daily").fetchall()
+        display = conn.execute("SELECT display_title FROM clips").fetchall()
+    finally:
+        conn.close()
+    assert downloads == [("e2e", 2, 100 + len(data))]
+    assert display == [("End to end",)]
+    log = daemon.log()
+    assert "clipd.quarantine" not in log and "clipd.ingest: recorded" not in log, log
