@@ -15,7 +15,9 @@ __all__ = ["catalog_for", "routes_for", "services_for"]
 
 def services_for(config: Config) -> list[Service]:
     """Long-running tasks for this config (retention, scrub, backup)."""
-    services: list[Service] = []
+    from clipd.downloads_log import download_flusher
+
+    services: list[Service] = [download_flusher]
     if config.retention.enabled and (config.storage.backend != "s3" or config.s3.retention_leader):
         from clipd.cleanup import retention_service
 
@@ -42,5 +44,7 @@ def catalog_for(config: Config) -> CatalogFactory | None:
 
 def routes_for(config: Config) -> list[web.RouteDef]:
     """HTTP routes beyond health and metrics (the jobs API)."""
-    routes: list[web.RouteDef] = []
+    from clipd.jobs import routes as job_routes
+
+    routes: list[web.RouteDef] = [*job_routes()]
     return routes
