@@ -100,12 +100,11 @@ def _parse_range(value: str, size: int) -> Decision:
             return Decision(Outcome.RANGE_NOT_SATISFIABLE, reason="empty suffix range")
         return Decision(Outcome.PARTIAL, max(size - suffix, 0), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return Decision(Outcome.FULL, range_ignored=True, reason="last-pos before first-pos")
     if start >= size:
         return Decision(Outcome.RANGE_NOT_SATISFIABLE, reason=f"first byte {start} >= {size}")
-    return Decision(Outcome.PARTIAL, start, min(end, size - 1))
+    return Decision(Outcome.PARTIAL, start, min(int(last) if last else size - 1, size - 1))
 
 
 def decide(method: str, headers: Mapping[str, str], etag: str, mtime_ns: int,
