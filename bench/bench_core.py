@@ -1,0 +1,191 @@
+"""Core daemon benchmarks (issue 3), each beside a reference tool on the same data.
+
+1. cold index of N × 16 KiB clips vs ``find | xargs -P2 openssl dgst -sha256``  (≤ 1.2×)
+2. hashing one 1 GiB file vs ``openssl dgst -sha256``                          (≥ 0.9× throughput)
+3. warm restart of the tree vs ``find -printf '%s %T@ %i\\n'``                  (≤ 3×, 0 re-hashed)
+4. start-up to READY=1 on an empty tree                                       (≤ 1.5 s)
+5. ``/api/v1/storage/metrics`` and ``/metrics`` p99 under wrk at N clips       (≤ 5 ms)
+6. RSS at N clips                                                             (≤ 80 MiB)
+
+Both sides of a comparison run in the same cache state: once with the page cache
+dropped before each run (``cold``) and once with it warm (``warm``).
+Environment: CLIPD_BENCH_DIR (default /tmp/clipd-bench), CLIPD_BENCH_CLIPS (20000),
+CLIPD_BENCH_BIG_MIB (1024), CLIPD_BENCH_WRK_S (10).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from bench.common import (
+    Daemon,
+    Row,
+    drop_caches,
+    make_big_file,
+    make_tree,
+    print_rows,
+    rss_bytes,
+    run_wrk,
+    time_shell,
+)
+from clipd.checks import sha256_file
+
+__all__ = ["main"]
+
+_MiB = 1024 * 1024
+_CLIP_BYTES = 16 * 1024
+_REPEATS = 3
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "n/a"
+
+
+def _fresh_index(clips_dir: Path) -> None:
+    shutil.rmtree(clips_dir / ".clipd", ignore_errors=True)
+
+
+def _cold_index(clips_dir: Path, workdir: Path, count: int, cold: bool) -> tuple[Row, Daemon]:
+    ref_cmd = f"find {clips_dir} -type f -print0 | xargs -0 -P2 -n 1000 openssl dgst -sha256 > /dev/null"
+    ref = time_shell(ref_cmd, cold)
+    _fresh_index(clips_dir)
+    if cold:
+        drop_caches()
+    daemon = Daemon(clips_dir, workdir)
+    ready = daemon.start()
+    files = int(daemon.metric("clipd_clip_files"))
+    state = "cache dropped" if cold else "cache warm"
+    row = Row(
+        f"1. cold index {count} × 16 KiB ({state}; {files} indexed)",
+        f"{ready:.2f} s", f"{ref:.2f} s", _ratio(ready, ref), "≤ 1.2×",
+        ready <= 1.2 * ref and files == count,
+    )
+    return row, daemon
+
+
+def _warm_restart(daemon: Daemon, clips_dir: Path, count: int, cold: bool) -> Row:
+    ref_cmd = f"find {clips_dir} -printf '%s %T@ %i\\n' > /dev/null"
+    ref = time_shell(ref_cmd, cold)
+    daemon.stop()
+    if cold:
+        drop_caches()
+    ready = daemon.start()
+    rehashed = int(daemon.metric("clipd_ingested_files_total"))
+    line = next((x for x in daemon.log().splitlines() if "reconciled:" in x), "")
+    state = "cache dropped" if cold else "cache warm"
+    return Row(
+        f"3. warm restart {count} clips ({state}; re-hashed {rehashed}; "
+        f"`{line.partition('reconciled: ')[2]}`)",
+        f"{ready:.3f} s", f"{ref:.3f} s", _ratio(ready, ref), "≤ 3×, 0 re-hashed",
+        ready <= 3 * ref and rehashed == 0,
+    )
+
+
+def _big_hash(path: Path) -> Row:
+    size = path.stat().st_size
+    subprocess.run(["openssl", "dgst", "-sha256", str(path)], check=True, capture_output=True)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(_REPEATS):
+        started = time.perf_counter()
+        subprocess.run(["openssl", "dgst", "-sha256", str(path)], check=True, capture_output=True)
+        theirs.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        sha256_file(path)
+        ours.append(time.perf_counter() - started)
+    ours_mbs = size / _MiB / statistics.median(ours)
+    theirs_mbs = size / _MiB / statistics.median(theirs)
+    return Row(
+        f"2. SHA-256 of one {size // _MiB} MiB file (cache warm; median of {_REPEATS})",
+        f"{ours_mbs:.0f} MiB/s", f"{theirs_mbs:.0f} MiB/s", _ratio(ours_mbs, theirs_mbs),
+        "≥ 0.9×", ours_mbs >= 0.9 * theirs_mbs,
+    )
+
+
+def _empty_start(workdir: Path) -> Row:
+    empty = workdir / "empty"
+    times = []
+    for _ in range(_REPEATS):
+        shutil.rmtree(empty, ignore_errors=True)
+        empty.mkdir()
+        daemon = Daemon(empty, workdir)
+        times.append(daemon.start())
+        daemon.stop()
+    best, median = min(times), statistics.median(times)
+    return Row(
+        f"4. start-up to READY=1, empty tree (median of {_REPEATS}; best {best:.2f} s)",
+        f"{median:.2f} s", "—", "—", "≤ 1.5 s", median <= 1.5,
+    )
+
+
+def _wrk_rows(daemon: Daemon, count: int, duration_s: int) -> list[Row]:
+    rows = []
+    for path in ("/api/v1/storage/metrics", "/metrics"):
+        result = run_wrk(daemon.url + path, duration_s=duration_s)
+        p99 = result.latency_ms.get("99%", float("nan"))
+        p50 = result.latency_ms.get("50%", float("nan"))
+        rows.append(Row(
+            f"5. `{path}` at {count} clips: `{result.command.replace(daemon.url, '')}`"
+            f" ({result.requests_per_s:.0f} req/s, p50 {p50:.2f} ms{'; ' + result.errors if result.errors else ''})",
+            f"p99 {p99:.2f} ms", "—", "—", "p99 ≤ 5 ms", p99 <= 5.0 and not result.errors,
+        ))
+    return rows
+
+
+def _rss_row(daemon: Daemon, count: int, when: str) -> Row:
+    assert daemon.proc is not None
+    current, peak = rss_bytes(daemon.proc.pid)
+    return Row(
+        f"6. RSS at {count} clips, {when} (peak {peak / _MiB:.1f} MiB)",
+        f"{current / _MiB:.1f} MiB", "—", "—", "≤ 80 MiB", current <= 80 * _MiB,
+    )
+
+
+def main() -> None:
+    """Run every core benchmark once, in order, on one data set; print a table."""
+    workdir = Path(os.environ.get("CLIPD_BENCH_DIR", "/tmp/clipd-bench"))
+    count = int(os.environ.get("CLIPD_BENCH_CLIPS", "20000"))
+    big_mib = int(os.environ.get("CLIPD_BENCH_BIG_MIB", "1024"))
+    wrk_s = int(os.environ.get("CLIPD_BENCH_WRK_S", "10"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    clips_dir = workdir / "clips"
+    can_drop = drop_caches()
+    made = make_tree(clips_dir, count, _CLIP_BYTES)
+    print(f"bench_core: {count} clips in {clips_dir} ({'written' if made else 'reused'}); "
+          f"page cache drop {'available' if can_drop else 'NOT available: warm runs only'}; "
+          f"{os.cpu_count()} CPUs", flush=True)
+    rows: list[Row] = []
+    states = (True, False) if can_drop else (False,)
+    for cold in states:
+        row, daemon = _cold_index(clips_dir, workdir, count, cold)
+        rows.append(row)
+        print_rows("progress", [row])
+        try:
+            if not cold:
+                rows.append(_rss_row(daemon, count, "after the cold index"))
+                rows.extend(_wrk_rows(daemon, count, wrk_s))
+                rows.append(_rss_row(daemon, count, "after wrk"))
+            for restart_cold in states:
+                rows.append(_warm_restart(daemon, clips_dir, count, restart_cold))
+                print_rows("progress", [rows[-1]])
+        finally:
+            daemon.stop()
+    big = workdir / "big.bin"
+    make_big_file(big, big_mib * _MiB)
+    rows.append(_big_hash(big))
+    rows.append(_empty_start(workdir))
+    rows.sort(key=lambda r: r.name)
+    print_rows(
+        "core (issue 3)", rows,
+        {"machine": f"{os.cpu_count()} CPUs, {os.uname().release}",
+         "data": f"{clips_dir}: {count} × {_CLIP_BYTES} bytes, 1000 per day folder"},
+    )
+
+
+if __name__ == "__main__":
+    main()
