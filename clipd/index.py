@@ -14,7 +14,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -77,6 +78,8 @@ class Totals(NamedTuple):
 
 
 _COLUMNS = [f.name for f in fields(ClipRecord)]
+# A flat row tuple; dataclasses.astuple deep-copies every field (most of an upsert's cost).
+_as_row = attrgetter(*_COLUMNS)
 
 _MIGRATIONS: list[str] = [
     # version 1
@@ -285,7 +288,7 @@ class Index:
             f" ON CONFLICT(job_id) DO UPDATE SET {updates}"
         )
         with self._transaction() as conn:
-            conn.executemany(sql, (astuple(r) for r in records))
+            conn.executemany(sql, map(_as_row, records))
 
     def delete_many(self, job_ids: Iterable[str]) -> None:
         with self._transaction() as conn:

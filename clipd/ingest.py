@@ -22,7 +22,7 @@ from clipd.checks import Examined, FileChangedError, examine_file, identity_of
 from clipd.config import IngestConfig, StorageConfig
 from clipd.index import AsyncIndex, ClipRecord, Identity, Index
 from clipd.metrics import Metrics
-from clipd.naming import ClipName, is_day_folder, is_ignored, parse_relpath
+from clipd.naming import ClipName, is_day_folder, is_ignored, parse_clip_name, parse_relpath
 from clipd.quarantine import quarantine_file
 from clipd.reconcile import ReconcilePlan, plan_reconcile, walk_tree
 
@@ -68,11 +68,13 @@ def _examine_blocking(
     now_ns: int,
 ) -> _Verdict:
     """Validate and hash one file (blocks). Reasons are final only for settled files."""
-    path = clips_dir / relpath
+    path = f"{clips_dir}/{relpath}"  # a str: pathlib costs more than a small clip's hash
     try:
-        st = path.lstat()
-        if known is not None and identity_of(st) == known:
-            return _Verdict(Outcome.UNCHANGED)
+        # Only a known file or a bad name needs the extra lstat; examine_file fstats.
+        if known is not None or name is None:
+            st = os.lstat(path)
+            if known is not None and identity_of(st) == known:
+                return _Verdict(Outcome.UNCHANGED)
         if name is None:
             examined = Examined(
                 "name is not <Title>_<jobid>.<ext> with an allowed extension", identity_of(st)
@@ -122,12 +124,15 @@ def _record_blocking(ix: Index, clips_dir: Path, records: Sequence[ClipRecord]) 
     accepted: list[ClipRecord] = []
     for record in records:
         existing = ix.get(record.job_id)
-        if existing is not None and existing.relpath != record.relpath:
-            if (clips_dir / existing.relpath).exists():
-                reasons.append(
-                    f"conflict: job id {record.job_id} is already indexed at {existing.relpath}"
-                )
-                continue
+        if (
+            existing is not None
+            and existing.relpath != record.relpath
+            and (clips_dir / existing.relpath).exists()
+        ):
+            reasons.append(
+                f"conflict: job id {record.job_id} is already indexed at {existing.relpath}"
+            )
+            continue
         if existing is not None:
             # Keep what the row knows beyond the file itself.
             record = replace(
@@ -346,11 +351,12 @@ class Ingestor:
         def run() -> list[_Verdict]:
             verdicts = []
             for relpath in relpaths:
-                parsed = parse_relpath(relpath, self._extensions)
+                # walk_tree yields <day folder>/<entry> only: the name is all left to parse.
+                name = parse_clip_name(relpath.partition("/")[2], self._extensions)
                 known = indexed.get(relpath)
                 verdicts.append(
                     _examine_blocking(
-                        self.clips_dir, relpath, parsed[1] if parsed else None,
+                        self.clips_dir, relpath, name,
                         None if known is None else known[1], self.storage, settle_ns, now_ns,
                     )
                 )
