@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from operator import attrgetter
@@ -208,6 +208,17 @@ class Index:
     def get(self, job_id: str) -> ClipRecord | None:
         row = self._conn.execute(_SELECT + " WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None else _row_to_record(row)
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, ClipRecord]:
+        """job id → row for those of ``job_ids`` that are indexed (one query per 500)."""
+        found: dict[str, ClipRecord] = {}
+        for i in range(0, len(job_ids), 500):
+            chunk = job_ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self._conn.execute(_SELECT + f" WHERE job_id IN ({marks})", chunk):
+                record = _row_to_record(row)
+                found[record.job_id] = record
+        return found
 
     def get_by_relpath(self, relpath: str) -> ClipRecord | None:
         row = self._conn.execute(_SELECT + " WHERE relpath = ?", (relpath,)).fetchone()
