@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -31,6 +32,7 @@ __all__ = [
     "WrkResult",
     "drop_caches",
     "free_port",
+    "load_average",
     "make_tree",
     "print_rows",
     "rss_bytes",
@@ -56,7 +58,11 @@ def make_tree(clips_dir: Path, count: int, size_bytes: int, per_day: int = 1000)
     clips_dir.mkdir(parents=True)
     body = clip_bytes(size_bytes, seed=1)
     for i in range(count):
-        day = f"2024-01-{1 + i // per_day:02d}" if i // per_day < 28 else f"2024-02-{i // per_day - 27:02d}"
+        day = (
+            f"2024-01-{1 + i // per_day:02d}"
+            if i // per_day < 28
+            else f"2024-02-{i // per_day - 27:02d}"
+        )
         folder = clips_dir / day
         if i % per_day == 0:
             folder.mkdir(exist_ok=True)
@@ -87,13 +93,25 @@ def drop_caches() -> bool:
     return True
 
 
-def time_shell(command: str, cold: bool) -> float:
-    """Seconds ``command`` (run by /bin/sh) takes; drops caches first when ``cold``."""
+def time_shell(command: str, cold: bool) -> tuple[float, float]:
+    """(wall, CPU) seconds ``command`` (run by /bin/sh) takes; drops caches first if ``cold``.
+
+    CPU is user + system time of the command and its children: unlike wall time it
+    barely moves when something else shares the machine.
+    """
     if cold:
         drop_caches()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, shell=True, check=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine skews wall-clock figures."""
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def free_port() -> int:
@@ -112,6 +130,7 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     ready_s: float = 0.0
+    ready_cpu_s: float = 0.0  # user + system seconds of clipd (all threads) at READY=1
     log_path: Path | None = None
     _sock: socket.socket | None = None
     _starts: int = 0
@@ -139,7 +158,10 @@ class Daemon:
             started = time.perf_counter()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "clipd", "run"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
             )
         deadline = started + timeout_s
         while True:
@@ -153,6 +175,8 @@ class Daemon:
                 continue
             if "READY=1" in message.split("\n"):
                 self.ready_s = time.perf_counter() - started
+                cpu = psutil.Process(self.proc.pid).cpu_times()
+                self.ready_cpu_s = cpu.user + cpu.system
                 return self.ready_s
 
     def log(self) -> str:
