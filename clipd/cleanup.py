@@ -25,7 +25,6 @@ import psutil
 
 from clipd.config import Config
 from clipd.index import AsyncIndex, ClipRecord, Index
-from clipd.metrics import Metrics
 from clipd.naming import is_day_folder
 from clipd.retention import Deletion, Plan, Policy, TmpFile, Usage, plan
 from clipd.storage import Backend
@@ -33,6 +32,7 @@ from clipd.storage.local import fsync_dir
 
 if TYPE_CHECKING:
     from clipd.daemon import Daemon
+    from clipd.metrics import Metrics
 
 __all__ = [
     "Applied",
@@ -153,9 +153,9 @@ def stores_locally(backend: Backend) -> bool:
 # -- applying (blocking parts) -------------------------------------------------------------
 
 
-def _held_by_other(path: Path) -> bool:
-    """True when another open file holds an flock on ``path``; raises OSError if gone."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+def _held_by_other(name: str, dir_fd: int) -> bool:
+    """True when another open file holds an flock on ``name``; raises OSError if gone."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -174,18 +174,49 @@ class _Unlinked:
 
 
 def _unlink_local(clips_dir: Path, deletions: Sequence[Deletion]) -> _Unlinked:
-    """Unlink files, skipping flock-held ones; one fsync per touched day folder."""
+    """Unlink files, skipping flock-held ones; one fsync per touched day folder.
+
+    The batch is applied folder by folder in directory order (what ``find -delete``
+    does): unlinking in the filesystem's own order touches far fewer directory and
+    inode-table blocks than the plan's age order, which hops between folders.
+    """
     out = _Unlinked([], [], [], [])
-    touched: set[str] = set()
+    by_day: dict[str, dict[str, Deletion]] = {}
     for deletion in deletions:
-        path = clips_dir / deletion.relpath
+        by_day.setdefault(deletion.day, {})[deletion.relpath.partition("/")[2]] = deletion
+    to_sync: list[int] = []
+    try:
+        for day, wanted in sorted(by_day.items()):
+            try:
+                dir_fd = os.open(clips_dir / day, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                out.gone.extend(wanted.values())
+                continue
+            to_sync.append(dir_fd)
+            order = {name: n for n, name in enumerate(os.listdir(dir_fd))}
+            names = sorted(wanted, key=lambda name: order.get(name, -1))
+            _unlink_in(dir_fd, names, wanted, out)
+        # fsync every folder only after all unlinks: the first fsync commits the
+        # filesystem journal for all of them, the rest then find nothing left to do.
+        for dir_fd in to_sync:
+            os.fsync(dir_fd)
+    finally:
+        for dir_fd in to_sync:
+            os.close(dir_fd)
+    return out
+
+
+def _unlink_in(dir_fd: int, names: list[str], wanted: dict[str, Deletion], out: _Unlinked) -> None:
+    """Unlink ``names`` inside one open folder."""
+    for name in names:
+        deletion = wanted[name]
         try:
-            if _held_by_other(path):
+            if _held_by_other(name, dir_fd):
                 logger.info("skipping %s this round: another process holds a lock on it",
                             deletion.relpath)
                 out.skipped.append(deletion)
                 continue
-            os.unlink(path)
+            os.unlink(name, dir_fd=dir_fd)
         except FileNotFoundError:
             out.gone.append(deletion)
             continue
@@ -194,11 +225,6 @@ def _unlink_local(clips_dir: Path, deletions: Sequence[Deletion]) -> _Unlinked:
             out.failed.append(deletion)
             continue
         out.deleted.append(deletion)
-        touched.add(deletion.day)
-    for day in sorted(touched):
-        with contextlib.suppress(FileNotFoundError):
-            fsync_dir(clips_dir / day)
-    return out
 
 
 def _remove_empty_days(clips_dir: Path, days: Iterable[str]) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import PurePosixPath
 
 from clipd.config import RetentionConfig
 from clipd.index import ClipRecord
@@ -134,12 +133,13 @@ class Plan:
 
 def _is_safe_relpath(relpath: str) -> bool:
     """``<day>/<name>`` with a real day folder and no hidden part (never the index folder)."""
-    parts = PurePosixPath(relpath).parts
+    day, sep, name = relpath.partition("/")
     return (
-        len(parts) == 2
-        and is_day_folder(parts[0])
-        and not parts[1].startswith(".")
-        and parts[1] not in {"", ".", ".."}
+        bool(sep)
+        and bool(name)
+        and "/" not in name
+        and not name.startswith(".")
+        and is_day_folder(day)
     )
 
 

@@ -1,0 +1,111 @@
+"""The operator commands as a user runs them: ``python -m clipd cleanup|report|monitor|verify``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import clip_bytes, disk_clips, index_rows
+from tests.test_cleanup import make_tree
+
+
+def clipd(clips_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "CLIPS_DIR": str(clips_dir)}
+    return subprocess.run([sys.executable, "-m", "clipd", *args], env=env, text=True,
+                          capture_output=True, timeout=60)
+
+
+def tree_listing(clips_dir: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(clips_dir)), p.stat().st_mtime_ns)
+                  for p in clips_dir.rglob("*") if ".clipd" not in p.parts)
+
+
+def test_cleanup_dry_run_prints_the_plan_and_changes_nothing(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"old": ("2026-01-01", 30), "new": ("2026-01-02", 1)})
+    before = (tree_listing(clips_dir), index_rows(clips_dir))
+    result = clipd(clips_dir, "cleanup", "--dry-run", "--max-age", "24")
+    assert result.returncode == 0, result.stderr
+    assert "would delete 1 files" in result.stdout
+    assert "expired" in result.stdout and "2026-01-01/Clip_old.mp4" in result.stdout
+    assert (tree_listing(clips_dir), index_rows(clips_dir)) == before
+
+
+def test_cleanup_max_age_deletes_expired_and_reports_json(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"old": ("2026-01-01", 30), "new": ("2026-01-02", 1)})
+    result = clipd(clips_dir, "cleanup", "--max-age", "24", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["deleted_files"] == 1 and out["freed_bytes"] == 1000
+    assert out["empty_dirs_removed"] == 1
+    assert set(disk_clips(clips_dir)) == set(index_rows(clips_dir)) == {"2026-01-02/Clip_new.mp4"}
+
+
+def test_cleanup_size_threshold_is_decimal_gb_and_evicts_oldest(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"a": ("2026-01-02", 3), "b": ("2026-01-02", 2),
+                          "c": ("2026-01-02", 1)})
+    result = clipd(clips_dir, "cleanup", "--size-threshold", "0.000002")  # 2000 bytes
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Cleanup completed: 1 files deleted, 0.0 MB freed")
+    assert set(index_rows(clips_dir)) == {"2026-01-02/Clip_b.mp4", "2026-01-02/Clip_c.mp4"}
+
+
+def test_cleanup_bad_max_age_exits_78_naming_the_flag(clips_dir: Path) -> None:
+    result = clipd(clips_dir, "cleanup", "--max-age", "-3")
+    assert result.returncode == 78
+    assert "--max-age='-3': must be > 0" in result.stderr
+
+
+def test_report_json_figures_are_exact(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"a": ("2026-01-01", 0.5), "b": ("2026-01-01", 3),
+                          "c": ("2026-01-02", 30), "d": ("2026-01-02", 200)})
+    result = clipd(clips_dir, "report", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["directory"] == str(clips_dir)
+    assert out["files"] == 4 and out["total_bytes"] == 4000
+    assert out["file_types"] == {".mp4": 4}
+    assert out["age_distribution"] == {"0-1h": 1, "1-6h": 1, "6-24h": 0, "1-7d": 1, "7d+": 1}
+    assert 0 < out["disk_usage_percent"] < 100
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert out["growth"]["bytes_added"][today] == 4000
+    assert out["downloads"]["per_day"] == []
+
+
+def test_monitor_exit_codes_follow_monitoring_plugins(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"a": ("2026-01-01", 1)})
+    ok = clipd(clips_dir, "monitor", "--warning", "100", "--critical", "100")
+    warning = clipd(clips_dir, "monitor", "--warning", "0", "--critical", "100")
+    critical = clipd(clips_dir, "monitor", "--warning", "0", "--critical", "0")
+    assert (ok.returncode, warning.returncode, critical.returncode) == (0, 1, 2)
+    assert ok.stdout.startswith("CLIPD OK - disk ") and "1 clips" in ok.stdout
+    assert "| disk_used_percent=" in ok.stdout and ok.stdout.count("\n") == 1
+    assert warning.stdout.startswith("CLIPD WARNING") and critical.stdout.startswith("CLIPD CRIT")
+
+
+def test_monitor_is_unknown_when_the_tree_cannot_be_read(tmp_path: Path) -> None:
+    missing = clipd(tmp_path / "nope", "monitor")
+    assert missing.returncode == 3 and missing.stdout.startswith("CLIPD UNKNOWN")
+    no_index = clipd(tmp_path, "monitor")
+    assert no_index.returncode == 3 and "no index" in no_index.stdout
+
+
+def test_verify_lists_missing_changed_and_unindexed(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"a": ("2026-01-01", 1), "b": ("2026-01-01", 1),
+                          "c": ("2026-01-01", 1)})
+    clean = clipd(clips_dir, "verify")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "3 clips checked, 3 ok" in clean.stdout
+    (clips_dir / "2026-01-01" / "Clip_a.mp4").unlink()
+    (clips_dir / "2026-01-01" / "Clip_b.mp4").write_bytes(clip_bytes(1000, 99))
+    (clips_dir / "2026-01-01" / "Clip_new.mp4").write_bytes(clip_bytes(1000, 5))
+    result = clipd(clips_dir, "verify", "--json")
+    assert result.returncode == 1
+    out = json.loads(result.stdout)
+    assert out["missing"] == ["2026-01-01/Clip_a.mp4"]
+    assert [c["relpath"] for c in out["changed"]] == ["2026-01-01/Clip_b.mp4"]
+    assert out["unindexed"] == ["2026-01-01/Clip_new.mp4"]
+    assert "verify: 3/3 clips" in result.stderr  # plain progress lines off a terminal
