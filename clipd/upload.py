@@ -211,6 +211,7 @@ async def _store(state: State, request: web.Request, job_id: str, title: str, ra
     except OSError as exc:
         if exc.errno in _FULL_DISK:
             logger.error("upload of job %s refused: %s", job_id, exc.strerror)
+            await _drain(request, config.web.max_upload_bytes)
             raise InsufficientStorage(
                 f"no space left for job {job_id} ({exc.strerror}); nothing was kept"
             ) from exc
@@ -219,6 +220,14 @@ async def _store(state: State, request: web.Request, job_id: str, title: str, ra
         raise
     finally:
         await asyncio.to_thread(_discard, f, tmp)
+
+
+async def _drain(request: web.Request, limit_bytes: int) -> None:
+    """Read and drop the rest of a refused body (up to the upload cap), so that the
+    client, still sending, gets the answer rather than a reset connection."""
+    left = limit_bytes
+    while left > 0 and (chunk := await request.content.readany()):
+        left -= len(chunk)
 
 
 def _validate(received: _Received, expected: bytes | None, ext: str, min_bytes: int,
