@@ -213,7 +213,7 @@ def main() -> None:
                 rows.append(_rss_row(daemon, count, "after the cold index"))
                 rows.extend(_wrk_rows(daemon, count, wrk_s))
                 rows.append(_rss_row(daemon, count, "after wrk"))
-            for restart_cold in states:
+            for restart_cold in states if cold is states[-1] else ():
                 rows.append(_warm_restart(daemon, clips_dir, count, restart_cold))
                 print_rows("progress", [rows[-1]])
         finally:
