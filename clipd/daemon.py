@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 from aiohttp import web
 
 from clipd import config as config_mod
@@ -34,7 +35,9 @@ from clipd.web import State, make_app
 __all__ = ["Catalog", "CatalogFactory", "Daemon", "ensure_clips_dir", "read_config"]
 
 logger = logging.getLogger(__name__)
+_AIOHTTP_VERSION = tuple(int(p) for p in aiohttp.__version__.split(".")[:2])
 _WATCH_CHECK_S = 5.0
+_POLL_RESCAN_S = 10.0
 _RESCAN_DEBOUNCE_S = 0.2
 _STATUS_EVERY_S = 10.0
 _DRAIN_TIMEOUT_S = 10.0
@@ -126,6 +129,7 @@ class Daemon:
         self._rescan_cause = ""
         self._watcher: Watcher | None = None
         self._runner: web.AppRunner | None = None
+        self._index_open = False
         self.bound: list[tuple[str, int]] = []
         self.catalog = catalog(self) if catalog is not None else None
 
@@ -140,6 +144,7 @@ class Daemon:
         self.notifier.send("STATUS=starting: opening index")
         try:
             await self.index.open()
+            self._index_open = True
             self.metrics.registry.register(
                 IndexCollector(
                     self.index.read_blocking, self.config.clips_dir, lambda: self.state.ready,
@@ -207,28 +212,40 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ingestor.drain(), _DRAIN_TIMEOUT_S)
         await asyncio.to_thread(self.ingestor.close)
+        if self._index_open:
+            # A removal cancelled mid-way (retention, DELETE) is finished now rather than
+            # at the next start, so a clean stop leaves the index equal to the store.
+            await finish_pending(self.index, self.backend)
         await self.index.close()
 
     # -- parts --------------------------------------------------------------------------
 
-    async def _start_watcher(self) -> None:
+    async def _start_watcher(self, quiet: bool = False) -> None:
         watcher = Watcher(self.config.clips_dir, asyncio.get_running_loop(), self._on_fs_event,
                           self.want_rescan)
-        ok = await asyncio.to_thread(watcher.start_blocking)
+        ok = await asyncio.to_thread(watcher.start_blocking, quiet)
         self._watcher = watcher
+        if ok and self.state.watcher == "polling":
+            logger.warning("inotify watcher is back; leaving polling mode")
         self.state.watcher = "inotify" if ok else "polling"
 
     async def _start_web(self) -> None:
         app = make_app(self.state, self._extra_routes)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=_DRAIN_TIMEOUT_S)
+        # aiohttp 3.9 moved shutdown_timeout from the site to the runner; 3.8 (Debian 12)
+        # hands unknown runner arguments to every connection handler, which then fails.
+        drain: dict[str, Any] = {"shutdown_timeout": _DRAIN_TIMEOUT_S}
+        on_runner = _AIOHTTP_VERSION >= (3, 9)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, **(drain if on_runner else {})
+        )
         await self._runner.setup()
+        on_site = {} if on_runner else drain
         inherited = listen_socket(self._environ)
         if inherited is not None:
-            site: web.BaseSite = web.SockSite(self._runner, inherited)
+            site: web.BaseSite = web.SockSite(self._runner, inherited, **on_site)
         else:
             host, port = config_mod.parse_listen(self.config.web.listen)
-            site = web.TCPSite(self._runner, host, port, reuse_address=True)
+            site = web.TCPSite(self._runner, host, port, reuse_address=True, **on_site)
         try:
             await site.start()
         except OSError as exc:
@@ -257,7 +274,8 @@ class Daemon:
         """Ask for a full rescan soon (debounced); safe to call often, on the loop."""
         if cause == "overflow":
             self.metrics.watcher_overflows.inc()
-            logger.warning("inotify events were lost (%s): rescanning the tree", cause)
+            if not self._rescan.is_set():  # one line per rescan, not per lost batch
+                logger.warning("inotify events were lost (queue overflow): rescanning the tree")
         self._rescan_cause = self._rescan_cause or cause
         self._rescan.set()
 
@@ -274,18 +292,22 @@ class Daemon:
             log = logger.info if report.examined or report.dropped else logger.debug
             log("rescan (%s): %d examined, %d recorded, %d dropped, %d quarantined",
                 cause, report.examined, report.recorded, report.dropped, report.quarantined)
+            interval = self.config.ingest.rescan_interval_seconds
             if self.state.watcher == "polling":
-                interval = min(interval, 10.0)
+                interval = min(interval, _POLL_RESCAN_S)
 
     async def _watch_guard(self) -> None:
+        # A dead observer (e.g. a watch limit hit on a new folder) is restarted; while it
+        # cannot be, each failed attempt is followed by a rescan, so clips still arrive.
         while True:
             await asyncio.sleep(_WATCH_CHECK_S)
             if self._watcher is None or self._watcher.is_alive():
                 continue
-            logger.error("the inotify watcher stopped (watch limit?); restarting it and rescanning")
-            self.metrics.watcher_overflows.inc()
+            if self.state.watcher == "inotify":
+                logger.error("the inotify watcher stopped (watch limit?); restarting it")
+                self.metrics.watcher_overflows.inc()
             await asyncio.to_thread(self._watcher.stop_blocking)
-            await self._start_watcher()
+            await self._start_watcher(quiet=self.state.watcher == "polling")
             self.want_rescan("watcher restart")
 
     async def _pinger(self, interval_s: float) -> None:
