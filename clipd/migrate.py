@@ -406,7 +406,9 @@ def run_migrate(args: argparse.Namespace, config: Config) -> Summary:
                              sys.stderr)
         backed_up = bucket == config.backup.s3_bucket
         with ThreadPoolExecutor(args.concurrency, thread_name_prefix="clipd-migrate") as pool:
-            futures = [pool.submit(fetcher.fetch, item) for item in plan.items]
+            # Largest first: a big object started last would run alone at the end.
+            ordered = sorted(plan.items, key=lambda i: -i.info.size_bytes)
+            futures = [pool.submit(fetcher.fetch, item) for item in ordered]
             _collect(as_completed(futures), summary, progress,
                      lambda batch: _commit(index, clips_dir, batch, backed_up), index, clips_dir)
         progress.close()

@@ -1,0 +1,106 @@
+"""s3 mode daemons: READY after listing, several instances over one bucket, one leader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clipd.config import load
+from clipd.services import services_for
+from tests.helpers import DaemonProcess, clip_bytes, wait_for
+from tests.s3server import S3Server
+
+
+def _env(s3_server: S3Server, bucket: str, **extra: str) -> dict[str, str]:
+    return {
+        "STORAGE_BACKEND": "s3",
+        "S3_BUCKET": bucket,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_ENDPOINT_URL": s3_server.endpoint_url,
+        "CLIPD_S3_RELIST_INTERVAL_SECONDS": "0.5",
+        **extra,
+    }
+
+
+def test_s3_daemon_indexes_the_bucket_before_ready_and_keeps_no_tree(
+    s3_server: S3Server, make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess], clips_dir: Path,
+) -> None:
+    bucket = make_bucket("ready")
+    s3 = s3_server.client()
+    for n in range(3):
+        s3.put_object(Bucket=bucket, Key=f"2024-03-0{n + 1}/Clip_r{n}.mp4", Body=clip_bytes(500, n))
+    s3.put_object(Bucket=bucket, Key="misc/Loose_r9.mp4", Body=clip_bytes(500, 9))
+    s3.put_object(Bucket=bucket, Key="notes.txt", Body=b"not a clip")
+
+    daemon = make_daemon(env=_env(s3_server, bucket)).start()
+
+    health = daemon.get_json("/health")
+    assert health["file_count"] == 4 and health["storage_backend"] == "s3"
+    assert daemon.get_json("/api/v1/storage/metrics")["base_path"] == f"s3://{bucket}"
+    assert sorted(p.name for p in clips_dir.iterdir()) == [".clipd"]
+
+
+def test_two_instances_over_one_bucket_both_see_a_new_clip(
+    s3_server: S3Server, make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path,
+) -> None:
+    bucket = make_bucket("two")
+    first = make_daemon(env=_env(s3_server, bucket), clips=tmp_path / "a").start()
+    second = make_daemon(env=_env(s3_server, bucket, CLIPD_S3_RETENTION_LEADER="false"),
+                         clips=tmp_path / "b").start()
+    assert first.get_json("/health")["file_count"] == 0
+
+    s3_server.client().put_object(Bucket=bucket, Key="2024-04-01/New_n1.mp4",
+                                  Body=clip_bytes(800, 1))
+
+    for daemon in (first, second):
+        wait_for(lambda d=daemon: d.get_json("/health")["file_count"] == 1, 15,
+                 "the re-list finding the new clip")
+    s3_server.client().delete_object(Bucket=bucket, Key="2024-04-01/New_n1.mp4")
+    for daemon in (first, second):
+        wait_for(lambda d=daemon: d.get_json("/health")["file_count"] == 0, 15,
+                 "the re-list dropping the deleted clip")
+
+
+@pytest.mark.parametrize(("leader", "runs_retention"), [("true", True), ("false", False)])
+def test_only_the_retention_leader_runs_retention_in_s3_mode(
+    leader: str, runs_retention: bool
+) -> None:
+    config = load({}, {"STORAGE_BACKEND": "s3", "S3_BUCKET": "b",
+                       "CLIPD_S3_RETENTION_LEADER": leader}, None)
+    names = {getattr(s, "__name__", "") for s in services_for(config)}
+    assert ("retention_service" in names) is runs_retention
+
+
+def test_s3_download_redirects_to_a_presigned_url_serving_the_bytes(
+    s3_server: S3Server, make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    bucket = make_bucket("dl")
+    data = clip_bytes(4000, 3)
+    s3_server.client().put_object(Bucket=bucket, Key="2024-05-01/Clip_d1.mp4", Body=data,
+                                  Metadata={"sha256": hashlib.sha256(data).hexdigest()})
+    daemon = make_daemon(env=_env(s3_server, bucket)).start()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(f"{daemon.url}/api/v1/jobs/d1/download")
+        raise AssertionError("expected a redirect")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 302
+        location = exc.headers["Location"]
+    assert location.startswith(s3_server.endpoint_url)
+    with urllib.request.urlopen(location) as response:
+        assert response.read() == data
