@@ -13,6 +13,8 @@ import asyncio
 import inspect
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 _WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 
+# A hidden file at the top of the tree: never a clip, and ingest never looks at it.
+_PROBE_NAME = ".clipd-watch-probe"
+_PROBE_TIMEOUT_S = 5.0
 _QUIET_KINDS = frozenset({"opened", "closed_no_write", "attrib"})
 # What the daemon reacts to. watchdog >= 4 builds the inotify mask from this list, so
 # IN_OPEN and IN_CLOSE_NOWRITE stay out of it: otherwise every read of a clip (hashing,
@@ -56,22 +61,39 @@ _SCHEDULE_ARGS: dict[str, Any] = (
 
 class _Handler(FileSystemEventHandler):
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sink: Callable[..., None], hidden: str
+        self, loop: asyncio.AbstractEventLoop, sink: Callable[..., None], hidden: str,
+        probe: str,
     ) -> None:
         self._loop = loop
         self._sink = sink
         self._hidden = hidden
+        self._probe = probe
+        self.probe_seen = threading.Event()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        if src == self._probe:
+            self.probe_seen.set()
+            return
         # Cheap filters only: every SQLite write in .clipd/ is an event we never want.
-        if event.event_type in _QUIET_KINDS or os.fsdecode(event.src_path).startswith(
-            self._hidden
-        ):
+        if event.event_type in _QUIET_KINDS or src.startswith(self._hidden):
             return
         dest = os.fsdecode(getattr(event, "dest_path", "") or "")
-        self._loop.call_soon_threadsafe(
-            self._sink, event.event_type, os.fsdecode(event.src_path), dest, event.is_directory
-        )
+        self._loop.call_soon_threadsafe(self._sink, event.event_type, src, dest,
+                                        event.is_directory)
+
+
+def _probe(path: Path, seen: threading.Event) -> bool:
+    """Touch ``path`` until the watcher reports it (or time runs out); blocks."""
+    deadline = time.monotonic() + _PROBE_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            path.write_bytes(b"")
+            if seen.wait(0.05):
+                return True
+        return False
+    finally:
+        path.unlink(missing_ok=True)
 
 
 class _OverflowSpotter(logging.Handler):
@@ -118,14 +140,24 @@ class Watcher:
             logging.getLogger(name).addHandler(self._spotter)
         observer = Observer()
         observer.daemon = True
+        probe = self._clips_dir / _PROBE_NAME
+        handler = _Handler(self._loop, self._on_event, str(self._clips_dir / ".clipd"),
+                           str(probe))
         try:
-            handler = _Handler(self._loop, self._on_event, str(self._clips_dir / ".clipd"))
             observer.schedule(handler, str(self._clips_dir), recursive=True, **_SCHEDULE_ARGS)
             observer.start()
+            # watchdog adds its watches in the emitter thread after start() returns: wait
+            # until an event really arrives, so the reconcile walk that follows cannot
+            # miss a file written between the two.
+            watching = _probe(probe, handler.probe_seen)
         except OSError as exc:
+            watching, problem = False, str(exc)
+        else:
+            problem = f"no inotify event within {_PROBE_TIMEOUT_S:.0f} s"
+        if not watching:
             (logger.debug if quiet else logger.error)(
                 "cannot watch %s (%s): falling back to periodic rescans; raise "
-                "fs.inotify.max_user_watches / max_user_instances", self._clips_dir, exc,
+                "fs.inotify.max_user_watches / max_user_instances", self._clips_dir, problem,
             )
             self._stop_observer(observer)
             return False
@@ -137,7 +169,9 @@ class Watcher:
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
-        return all(emitter.is_alive() for emitter in list(observer.emitters))
+        # watchdog drops an emitter that failed to start instead of raising.
+        emitters = list(observer.emitters)
+        return bool(emitters) and all(emitter.is_alive() for emitter in emitters)
 
     def stop_blocking(self) -> None:
         """Stop and join the observer thread; blocks briefly."""
