@@ -16,8 +16,9 @@ __all__ = ["catalog_for", "routes_for", "services_for"]
 def services_for(config: Config) -> list[Service]:
     """Long-running tasks for this config (retention, scrub, backup)."""
     from clipd.downloads_log import download_flusher
+    from clipd.looplag import loop_lag_service
 
-    services: list[Service] = [download_flusher]
+    services: list[Service] = [download_flusher, loop_lag_service]
     if config.retention.enabled and (config.storage.backend != "s3" or config.s3.retention_leader):
         from clipd.cleanup import retention_service
 
