@@ -68,8 +68,13 @@ def _examine_blocking(
     storage: StorageConfig,
     settle_ns: int,
     now_ns: int,
+    final: bool,
 ) -> _Verdict:
-    """Validate and hash one file (blocks). Reasons are final only for settled files."""
+    """Validate and hash one file (blocks). Reasons are final only for settled files.
+
+    ``final`` means the writer is done (a close or rename event); otherwise a file
+    modified within the settle time is looked at again later, not recorded half-written.
+    """
     path = f"{clips_dir}/{relpath}"  # a str: pathlib costs more than a small clip's hash
     try:
         # Only a known file or a bad name needs the extra lstat; examine_file fstats.
@@ -97,6 +102,8 @@ def _examine_blocking(
         return _Verdict(Outcome.RETRY if fresh else Outcome.QUARANTINED, examined.reason)
     assert examined.identity is not None and name is not None
     identity = examined.identity
+    if not final and now_ns - identity.mtime_ns < settle_ns:
+        return _Verdict(Outcome.RETRY, "still being written")
     now = now_ns / 1e9
     day = relpath.partition("/")[0]
     record = ClipRecord(
@@ -134,6 +141,19 @@ def _record_blocking(ix: Index, clips_dir: Path, records: Sequence[ClipRecord]) 
         ):
             reasons.append(
                 f"conflict: job id {record.job_id} is already indexed at {existing.relpath}"
+            )
+            continue
+        if (
+            existing is not None
+            and existing.relpath == record.relpath
+            and existing.sha256
+            and existing.sha256 != record.sha256
+        ):
+            # Writers rename new clips in; a recorded clip's bytes never legitimately
+            # change, so new bytes under an old name are tampering or rot.
+            reasons.append(
+                f"integrity: bytes changed after the clip was recorded (sha256 was "
+                f"{existing.sha256}, now {record.sha256})"
             )
             continue
         if existing is not None:
@@ -175,6 +195,7 @@ class Ingestor:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._final: set[str] = set()
         self._retries: dict[str, int] = {}
         self._extensions = frozenset(storage.extensions)
         self.on_recorded: list[Callable[[], None]] = []
@@ -199,12 +220,14 @@ class Ingestor:
         if timer is not None:
             timer.cancel()
         if delay_s > 0:
-            self._timers[relpath] = loop.call_later(delay_s, self._start, relpath)
+            self._timers[relpath] = loop.call_later(delay_s, self._start, relpath, False)
         else:
-            self._start(relpath)
+            self._start(relpath, True)
 
-    def _start(self, relpath: str) -> None:
+    def _start(self, relpath: str, final: bool) -> None:
         self._timers.pop(relpath, None)
+        if final:
+            self._final.add(relpath)
         if relpath in self._running:
             self._again.add(relpath)
             return
@@ -215,8 +238,10 @@ class Ingestor:
         try:
             while True:
                 self._again.discard(relpath)
+                final = relpath in self._final
+                self._final.discard(relpath)
                 try:
-                    await self.process(relpath)
+                    await self.process(relpath, final)
                 except OSError:
                     logger.error("ingest of %s failed; the next rescan retries", relpath,
                                  exc_info=True)
@@ -240,8 +265,11 @@ class Ingestor:
 
     # -- processing ---------------------------------------------------------------------
 
-    async def process(self, relpath: str) -> Outcome:
-        """Examine one file and record, quarantine or forget it. Raises OSError on I/O."""
+    async def process(self, relpath: str, final: bool = True) -> Outcome:
+        """Examine one file and record, quarantine or forget it. Raises OSError on I/O.
+
+        ``final``: the writer is known to be done (close or rename event).
+        """
         parsed = parse_relpath(relpath, self._extensions)
         name = parsed[1] if parsed else None
         known = await self._index.read(lambda ix: ix.get_by_relpath(relpath))
@@ -256,6 +284,7 @@ class Ingestor:
             self.storage,
             int(self.ingest.settle_seconds * 1e9),
             self._clock_ns(),
+            final,
         )
         return await self._apply(relpath, verdict, known)
 
@@ -323,6 +352,9 @@ class Ingestor:
             await self._index.write(lambda ix: ix.delete(known.job_id))
         if moved is not None:
             self._metrics.quarantined_files.labels(_reason_label(reason)).inc()
+            if reason.startswith("integrity"):
+                self._metrics.integrity_mismatches.inc()
+                logger.error("integrity mismatch on %s: %s", relpath, reason)
 
     # -- whole-tree passes ------------------------------------------------------------
 
@@ -370,6 +402,7 @@ class Ingestor:
                     _examine_blocking(
                         self.clips_dir, relpath, name,
                         None if known is None else known[1], self.storage, settle_ns, now_ns,
+                        False,
                     )
                 )
             return verdicts

@@ -192,10 +192,11 @@ def test_warm_restart_hashes_nothing(make_daemon, clips_dir: Path) -> None:
     assert len(index_rows(clips_dir)) == 50
 
 
-def test_changed_behind_our_back_with_mtime_restored_is_rehashed(make_daemon, clips_dir):
+def test_bytes_changed_while_stopped_with_mtime_restored_are_quarantined(make_daemon, clips_dir):
     path = write_clip(clips_dir, DAY, "Tamper_tamper1.mp4", clip_bytes(8000, 1))
+    write_clip(clips_dir, DAY, "Intact_intact1.mp4", clip_bytes(8000, 2))
     daemon = make_daemon().start()
-    before = index_rows(clips_dir)
+    assert len(index_rows(clips_dir)) == 2
     daemon.stop()
     st = path.stat()
     data = bytearray(path.read_bytes())
@@ -204,10 +205,35 @@ def test_changed_behind_our_back_with_mtime_restored_is_rehashed(make_daemon, cl
         f.write(data)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     daemon.start()
-    after = index_rows(clips_dir)
-    # ctime moved, so the file was re-read: the index now holds the new bytes' hash.
-    assert after != before
-    assert after == disk_clips(clips_dir)
+    # ctime moved, so the file was re-read; its new bytes are not a new version.
+    assert set(index_rows(clips_dir)) == {f"{DAY}/Intact_intact1.mp4"}
+    note = clips_dir / ".clipd" / "quarantine" / DAY / "Tamper_tamper1.mp4.json"
+    assert "integrity" in json.loads(note.read_text())["reason"]
+    assert daemon.metric("clipd_integrity_mismatches_total") == 1
+
+
+def test_bytes_changed_while_running_are_quarantined(make_daemon, clips_dir):
+    path = write_clip(clips_dir, DAY, "Live_Tamper_lt1.mp4", clip_bytes(8000, 1))
+    daemon = make_daemon().start()
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"X")
+    note = clips_dir / ".clipd" / "quarantine" / DAY / "Live_Tamper_lt1.mp4.json"
+    wait_for(note.exists, what="tampered clip quarantined")
+    assert index_rows(clips_dir) == {}
+    assert daemon.get("/api/v1/jobs/lt1/download")[0] == 404
+
+
+def test_touch_without_new_bytes_keeps_the_clip(make_daemon, clips_dir):
+    path = write_clip(clips_dir, DAY, "Touched_touch1.mp4", clip_bytes(8000, 1))
+    daemon = make_daemon().start()
+    before = index_rows(clips_dir)
+    path.touch()
+    write_clip(clips_dir, DAY, "Marker_mark2.mp4", clip_bytes(100, 4))
+    wait_for(lambda: f"{DAY}/Marker_mark2.mp4" in index_rows(clips_dir), what="marker")
+    relpath = f"{DAY}/Touched_touch1.mp4"
+    assert index_rows(clips_dir)[relpath] == before[relpath]
+    assert daemon.get("/api/v1/jobs/touch1/download")[0] == 200
 
 
 def test_sigterm_during_burst_then_kill9_restart_index_equals_disk(make_daemon, clips_dir):
