@@ -142,15 +142,11 @@ class Daemon:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self.notifier.send("STATUS=starting: opening index")
+        self.index.track_backlog = bool(self.config.backup.s3_bucket)
         try:
             await self.index.open()
             self._index_open = True
-            self.metrics.registry.register(
-                IndexCollector(
-                    self.index.read_blocking, self.config.clips_dir, lambda: self.state.ready,
-                    backup_enabled=bool(self.config.backup.s3_bucket),
-                )
-            )
+            self.metrics.registry.register(IndexCollector(self.state.gauges))
             await finish_pending(self.index, self.backend)
             if self.catalog is not None:
                 self.notifier.send("STATUS=starting: listing the store")
@@ -160,7 +156,7 @@ class Daemon:
                 await self._start_tree()
             await self._start_web()
             self.state.ready = True
-            totals = await self.index.read(lambda ix: ix.totals())
+            totals = self.index.totals
             self.notifier.send("READY=1", self._status_line(totals.files, totals.bytes))
             logger.info("ready: %d clips, %d bytes, serving on %s", totals.files, totals.bytes,
                         ", ".join(f"{h}:{p}" for h, p in self.bound))
@@ -282,8 +278,11 @@ class Daemon:
     async def _rescanner(self) -> None:
         interval = self.config.ingest.rescan_interval_seconds
         while True:
+            # Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives
+            # as the event is set (gh-86296), and the daemon then never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._rescan.wait()
             await asyncio.sleep(_RESCAN_DEBOUNCE_S)  # gather a burst of folder events
             cause, self._rescan_cause = self._rescan_cause or "periodic", ""
             self._rescan.clear()
@@ -320,7 +319,7 @@ class Daemon:
     async def _status(self) -> None:
         while True:
             await asyncio.sleep(_STATUS_EVERY_S)
-            totals = await self.index.read(lambda ix: ix.totals())
+            totals = self.index.totals
             self.notifier.send(self._status_line(totals.files, totals.bytes))
 
     def _status_line(self, files: int, size: int) -> str:

@@ -357,6 +357,12 @@ class AsyncIndex:
 
     def __init__(self, path: Path, readers: int = 4) -> None:
         self.path = path
+        # The aggregates as of the latest write (or refresh), published by the writer
+        # thread to the loop: handlers read them without a thread hop. The backup
+        # backlog is counted too when ``track_backlog`` is set (backup enabled).
+        self.totals = Totals(0, 0)
+        self.backlog = 0
+        self.track_backlog = False
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="clipd-index-writer")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="clipd-index-reader")
         self._local = threading.local()
@@ -366,10 +372,15 @@ class AsyncIndex:
 
     def open_blocking(self) -> None:
         """Create or migrate the database; blocks, call it via ``open``."""
-        self._writer = self._writer_pool.submit(Index, self.path).result()
+        writer = self._writer_pool.submit(Index, self.path).result()
+        self.totals, self.backlog = self._writer_pool.submit(self._aggregates, writer).result()
+        self._writer = writer
 
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.open_blocking)
+
+    def _aggregates(self, writer: Index) -> tuple[Totals, int]:
+        return writer.totals(), writer.backlog() if self.track_backlog else 0
 
     def _reader(self) -> Index:
         reader: Index | None = getattr(self._local, "index", None)
@@ -386,12 +397,30 @@ class AsyncIndex:
         return await loop.run_in_executor(self._reader_pool, lambda: fn(self._reader()))
 
     async def write(self, fn: Callable[[Index], _T]) -> _T:
-        """Run ``fn(index)`` on the single writer thread."""
+        """Run ``fn(index)`` on the single writer thread, then publish the aggregates."""
         writer = self._writer
         if writer is None:
             raise RuntimeError("index is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer_pool, fn, writer)
+
+        def run() -> _T:
+            result = fn(writer)
+            # On the writer thread, after the write: callbacks reach the loop in the
+            # order of the writes (and before this write's own result), so ``totals``
+            # never goes back in time and is current when ``write`` returns.
+            loop.call_soon_threadsafe(self._publish, self._aggregates(writer))
+            return result
+
+        return await loop.run_in_executor(self._writer_pool, run)
+
+    def _publish(self, aggregates: tuple[Totals, int]) -> None:
+        self.totals, self.backlog = aggregates
+
+    async def refresh_totals(self) -> Totals:
+        """Re-read the aggregates (another process may have written the index)."""
+        if self._writer is not None:
+            await self.write(lambda ix: None)
+        return self.totals
 
     def read_blocking(self, fn: Callable[[Index], _T]) -> _T:
         """Run ``fn`` with this thread's reader (for collectors called off the loop)."""
@@ -403,8 +432,9 @@ class AsyncIndex:
     async def close(self) -> None:
         """Close every connection; the writer finishes queued writes first."""
         loop = asyncio.get_running_loop()
-        if self._writer is not None:
-            await loop.run_in_executor(self._writer_pool, self._writer.close)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await loop.run_in_executor(self._writer_pool, writer.close)
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
         with self._lock:

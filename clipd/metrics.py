@@ -1,25 +1,23 @@
 """Prometheus metrics: event counters, and one collector over the index aggregates.
 
-Gauges that describe the tree (clips, bytes, disk use, backup backlog) are read from
-the index aggregates at scrape time, so a scrape is O(1) whatever the tree size.
-``render`` blocks (SQLite, statvfs): the web layer calls it in a thread.
+Gauges that describe the tree (clips, bytes, disk use, backup backlog) come from an
+in-memory snapshot of the index aggregates at scrape time, so a scrape is O(1) whatever
+the tree size and touches neither SQLite nor the disk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import NamedTuple
 
-import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from clipd import __version__
-from clipd.index import Index
 
-__all__ = ["IndexCollector", "Metrics", "render"]
+__all__ = ["IndexCollector", "Metrics", "TreeGauges", "render"]
 
 
 @dataclass
@@ -75,37 +73,41 @@ class Metrics:
         info.labels(__version__).set(1)
 
 
-class IndexCollector(Collector):
-    """Gauges read from the index aggregates and the filesystem at scrape time."""
+class TreeGauges(NamedTuple):
+    """What the collector reports about the tree, from an in-memory snapshot."""
 
-    def __init__(
-        self,
-        read_index: Callable[[Callable[[Index], tuple[int, int, int]]], tuple[int, int, int]],
-        clips_dir: Path,
-        is_ready: Callable[[], bool],
-        backup_enabled: bool,
-    ) -> None:
-        self._read_index = read_index
-        self._clips_dir = clips_dir
-        self._is_ready = is_ready
-        self._backup_enabled = backup_enabled
+    ready: bool
+    files: int
+    size_bytes: int
+    disk_total_bytes: int
+    disk_free_bytes: int
+    disk_used_bytes: int
+    backlog_files: int
+
+
+class IndexCollector(Collector):
+    """Gauges over the index aggregates and disk usage, from ``gauges()`` at scrape time.
+
+    ``gauges`` must not block: the web layer keeps the snapshot current (the index
+    writer publishes its totals after each write; disk usage is refreshed every second).
+    """
+
+    def __init__(self, gauges: Callable[[], TreeGauges]) -> None:
+        self._gauges = gauges
 
     def collect(self) -> Iterator[Metric]:
-        with_backlog = self._backup_enabled
-        files, size, backlog = self._read_index(
-            lambda ix: (*ix.totals(), ix.backlog() if with_backlog else 0)
-        )
-        disk = psutil.disk_usage(str(self._clips_dir))
+        g = self._gauges()
         for name, doc, value in (
             ("clipd_ready", "1 once the index is reconciled and the server is serving.",
-             1.0 if self._is_ready() else 0.0),
-            ("clipd_clip_files", "Clips in the index.", files),
-            ("clipd_clip_bytes", "Bytes of clips in the index.", size),
-            ("clipd_disk_total_bytes", "Size of the clips filesystem.", disk.total),
-            ("clipd_disk_free_bytes", "Free bytes on the clips filesystem.", disk.free),
+             1.0 if g.ready else 0.0),
+            ("clipd_clip_files", "Clips in the index.", g.files),
+            ("clipd_clip_bytes", "Bytes of clips in the index.", g.size_bytes),
+            ("clipd_disk_total_bytes", "Size of the clips filesystem.", g.disk_total_bytes),
+            ("clipd_disk_free_bytes", "Free bytes on the clips filesystem.", g.disk_free_bytes),
             ("clipd_disk_used_ratio", "Used fraction (0-1) of the clips filesystem.",
-             disk.used / disk.total if disk.total else 0.0),
-            ("clipd_backup_backlog_files", "Clips not yet copied to the backup bucket.", backlog),
+             g.disk_used_bytes / g.disk_total_bytes if g.disk_total_bytes else 0.0),
+            ("clipd_backup_backlog_files", "Clips not yet copied to the backup bucket.",
+             g.backlog_files),
         ):
             yield GaugeMetricFamily(name, doc, value=float(value))
 

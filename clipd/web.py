@@ -1,7 +1,8 @@
 """The HTTP layer: aiohttp app, JSON error middleware, health and metrics endpoints.
 
-Handlers only read: the index through :class:`AsyncIndex`, usage through psutil in a
-thread. Every error a client can cause is a JSON 4xx ``{"error", "detail"}``; anything
+Handlers only read: the index through :class:`AsyncIndex`; the usage endpoints answer
+from memory (index totals published by the writer, disk usage refreshed every second).
+Every error a client can cause is a JSON 4xx ``{"error", "detail"}``; anything
 else is logged and answered with a JSON 500, never a stack trace.
 """
 
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 from aiohttp import web
@@ -21,18 +23,35 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from clipd.config import Config
 from clipd.errors import ClipdError
 from clipd.index import AsyncIndex
-from clipd.metrics import Metrics, render
+from clipd.metrics import Metrics, TreeGauges, render
 from clipd.storage import Backend
 
-__all__ = ["STATE", "State", "error_body", "make_app"]
+__all__ = ["STATE", "DiskUsage", "State", "error_body", "make_app"]
 
 logger = logging.getLogger(__name__)
 _MB = 1024 * 1024
+_USAGE_REFRESH_S = 1.0
+
+
+class DiskUsage(NamedTuple):
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+
+
+def disk_usage(path: Path) -> DiskUsage:
+    """Usage of the filesystem holding ``path``; blocks (statvfs)."""
+    usage = psutil.disk_usage(str(path))
+    return DiskUsage(usage.total, usage.used, usage.free)
 
 
 @dataclass
 class State:
-    """What handlers share. ``config`` is swapped whole on SIGHUP."""
+    """What handlers share. ``config`` is swapped whole on SIGHUP.
+
+    ``disk`` is refreshed every second by the app's background task and the index
+    totals are published by its writer, so the usage endpoints answer from memory.
+    """
 
     config: Config
     index: AsyncIndex
@@ -41,11 +60,24 @@ class State:
     ready: bool = False
     stopping: bool = False
     watcher: str = "starting"
+    disk: DiskUsage = field(default_factory=lambda: DiskUsage(0, 0, 0))
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def clips_dir(self) -> Path:
         return self.config.clips_dir
+
+    def gauges(self) -> TreeGauges:
+        """The tree gauges /metrics reports, from memory (never blocks)."""
+        totals, disk = self.index.totals, self.disk
+        return TreeGauges(self.ready, totals.files, totals.bytes, disk.total_bytes,
+                          disk.free_bytes, disk.used_bytes, self.index.backlog)
+
+    async def refresh_usage(self) -> None:
+        """Re-read disk usage (in a thread) and the index totals (another process,
+        e.g. ``clipd cleanup``, may have written the index)."""
+        self.disk = await asyncio.to_thread(disk_usage, self.clips_dir)
+        await self.index.refresh_totals()
 
 
 # aiohttp >= 3.9 has typed AppKeys; Debian 12's 3.8.4 only string keys.
@@ -82,14 +114,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _health(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
-    totals = await state.index.read(lambda ix: ix.totals()) if state.ready else None
     body = {
         "status": "ok" if state.ready and not state.stopping else "starting",
         "ready": state.ready,
         "stopping": state.stopping,
         "watcher": state.watcher,
         "storage_backend": state.config.storage.backend,
-        "file_count": totals.files if totals else None,
+        "file_count": state.index.totals.files if state.ready else None,
     }
     if state.stopping:
         body["status"] = "stopping"
@@ -98,16 +129,16 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
-    payload = await asyncio.to_thread(render, state.metrics.registry)
-    response = web.Response(body=payload)
+    # Every collector reads memory only (see State.gauges), so this renders on the loop:
+    # a thread hop cost more than the rendering (the GIL hand-over waits up to 5 ms).
+    response = web.Response(body=render(state.metrics.registry))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 
 
 async def _storage_metrics(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
-    totals = await state.index.read(lambda ix: ix.totals())
-    disk = await asyncio.to_thread(psutil.disk_usage, str(state.clips_dir))
+    totals, disk = state.index.totals, state.disk
     return web.json_response(
         {
             "storage_backend": state.config.storage.backend,
@@ -115,18 +146,43 @@ async def _storage_metrics(request: web.Request) -> web.Response:
             "clips_disk_used_mb": round(totals.bytes / _MB, 2),
             "file_count": totals.files,
             "base_path": state.backend.base_path,
-            "disk_total_bytes": disk.total,
-            "disk_free_bytes": disk.free,
-            "disk_used_bytes": disk.used,
-            "disk_used_ratio": round(disk.used / disk.total, 6) if disk.total else 0.0,
+            "disk_total_bytes": disk.total_bytes,
+            "disk_free_bytes": disk.free_bytes,
+            "disk_used_bytes": disk.used_bytes,
+            "disk_used_ratio": (
+                round(disk.used_bytes / disk.total_bytes, 6) if disk.total_bytes else 0.0
+            ),
         }
     )
+
+
+async def _keep_usage_fresh(app: web.Application) -> AsyncIterator[None]:
+    # The first refresh happens before the app serves; then once a second for the
+    # app's lifetime (it owns the task and cancels it at cleanup).
+    state: State = app[STATE]
+    await state.refresh_usage()
+
+    async def refresher() -> None:
+        while True:
+            await asyncio.sleep(_USAGE_REFRESH_S)
+            try:
+                await state.refresh_usage()
+            except (OSError, sqlite3.Error) as exc:
+                logger.warning("cannot refresh disk usage and index totals: %s", exc)
+
+    task = asyncio.get_running_loop().create_task(refresher())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
 
 
 def make_app(state: State, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
     """Build the application; ``extra_routes`` come from other parts (the jobs API)."""
     app = web.Application(middlewares=[_errors], client_max_size=1024**2)
     app[STATE] = state
+    app.cleanup_ctx.append(_keep_usage_fresh)
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/api/v1/storage/metrics", _storage_metrics)

@@ -20,9 +20,7 @@ async def state(tmp_path: Path):
     await index.open()
     metrics = Metrics()
     st = State(config=cfg, index=index, metrics=metrics, backend=LocalBackend(tmp_path))
-    metrics.registry.register(
-        IndexCollector(index.read_blocking, tmp_path, lambda: st.ready, backup_enabled=False)
-    )
+    metrics.registry.register(IndexCollector(st.gauges))
     yield st
     await index.close()
 
