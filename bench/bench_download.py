@@ -93,18 +93,23 @@ def _nginx_binary() -> str:
     return found
 
 
-def _nginx_config(tmp: Path, clips_dir: Path, direct_port: int, front_port: int,
-                  clipd_port: int) -> Path:
+def _nginx_config(
+    tmp: Path, clips_dir: Path, direct_port: int, front_port: int, clipd_port: int
+) -> Path:
     """One nginx: the tree served directly, and the shipped site in front of clipd."""
     site = _SNIPPET.read_text()
-    for old, new in (("server 127.0.0.1:8000;", f"server 127.0.0.1:{clipd_port};"),
-                     ("listen 80;", f"listen 127.0.0.1:{front_port};"),
-                     ("/var/lib/clipd/clips/", f"{clips_dir}/")):
+    for old, new in (
+        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{clipd_port};"),
+        ("listen 80;", f"listen 127.0.0.1:{front_port};"),
+        ("/var/lib/clipd/clips/", f"{clips_dir}/"),
+    ):
         if old not in site:
             raise RuntimeError(f"{old!r} is no longer in {_SNIPPET}")
         site = site.replace(old, new)
-    temp = "\n".join(f"  {kind}_temp_path {tmp}/{kind};"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"  {kind}_temp_path {tmp}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     user = "user root;" if os.geteuid() == 0 else ""
     path = tmp / "nginx.conf"
     path.write_text(f"""{user}
@@ -160,12 +165,13 @@ def _build(workdir: Path, count: int) -> tuple[Path, list[str], list[str]]:
         block = clip_bytes(_MiB, seed=7)
         tmp = big.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            f.write(MP4_HEAD + block[len(MP4_HEAD):])
+            f.write(MP4_HEAD + block[len(MP4_HEAD) :])
             for _ in range(_BIG_BYTES // _MiB - 1):
                 f.write(block)
         tmp.rename(big)
-    names = sorted(p.relative_to(clips_dir).as_posix()
-                   for p in clips_dir.glob("20*/Bench_clip_job*.mp4"))
+    names = sorted(
+        p.relative_to(clips_dir).as_posix() for p in clips_dir.glob("20*/Bench_clip_job*.mp4")
+    )
     files = ["/" + n for n in names]
     jobs = [f"/api/v1/jobs/{n.rpartition('_')[2].removesuffix('.mp4')}/download" for n in names]
     return clips_dir, files, jobs
@@ -185,9 +191,12 @@ def _pair(name: str, runs: list[tuple[str, Callable[[], Wrk]]]) -> dict[str, Wrk
     for round_no in range(_ROUNDS):
         for side, run in runs if round_no % 2 == 0 else runs[::-1]:
             result = run()
-            print(f"  {name} round {round_no + 1} {side}: {result.requests_per_s:,.0f} req/s, "
-                  f"{result.bytes_per_s / _MiB:,.0f} MiB/s{'; ' + result.errors if result.errors else ''}"
-                  f" (load {load_average()})", flush=True)
+            errors = f"; {result.errors}" if result.errors else ""
+            print(
+                f"  {name} round {round_no + 1} {side}: {result.requests_per_s:,.0f} req/s, "
+                f"{result.bytes_per_s / _MiB:,.0f} MiB/s{errors} (load {load_average()})",
+                flush=True,
+            )
             if side not in best or result.bytes_per_s > best[side].bytes_per_s:
                 best[side] = result
     return best
@@ -199,8 +208,14 @@ def _row(name: str, clipd: Wrk, ref: Wrk, by_bytes: bool, goal: float, aim: str 
     else:
         a, b, unit = clipd.requests_per_s, ref.requests_per_s, "req/s"
     ratio = a / b if b else 0.0
-    return Row(name, f"{a:,.0f} {unit}", f"{b:,.0f} {unit}", f"{ratio:.2f}x",
-               f"≥ {goal}x{aim}", ratio >= goal and not clipd.errors)
+    return Row(
+        name,
+        f"{a:,.0f} {unit}",
+        f"{b:,.0f} {unit}",
+        f"{ratio:.2f}x",
+        f"≥ {goal}x{aim}",
+        ratio >= goal and not clipd.errors,
+    )
 
 
 def main() -> None:
@@ -211,10 +226,12 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     nginx = _nginx_binary()
     clips_dir, files, jobs = _build(workdir, count)
-    print(f"bench_download: {len(files)} x 1 MiB + 1 x 100 MiB in {clips_dir}; "
-          f"{os.cpu_count()} CPUs; uptime: "
-          f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
-          flush=True)
+    print(
+        f"bench_download: {len(files)} x 1 MiB + 1 x 100 MiB in {clips_dir}; "
+        f"{os.cpu_count()} CPUs; uptime: "
+        f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
+        flush=True,
+    )
     files_lua = _script(workdir, "nginx-paths", files)
     jobs_lua = _script(workdir, "clipd-paths", jobs)
     direct_port, front_port, clipd_port = free_port(), free_port(), free_port()
@@ -234,43 +251,80 @@ def main() -> None:
             daemon = Daemon(clips_dir, workdir, env=env, port=clipd_port)
             ready_s = daemon.start()
             try:
-                _wait(lambda: _indexed(daemon, len(files) + 1), "clipd to index the tree")
-                print(f"  clipd {'with accel_redirect ' if accel else ''}ready in "
-                      f"{ready_s:.1f} s", flush=True)
-                rows.extend(_compare(accel, direct, front, daemon.url, files_lua, jobs_lua,
-                                     duration_s))
+                _wait(lambda d=daemon: _indexed(d, len(files) + 1), "clipd to index the tree")
+                print(
+                    f"  clipd {'with accel_redirect ' if accel else ''}ready in {ready_s:.1f} s",
+                    flush=True,
+                )
+                rows.extend(
+                    _compare(accel, direct, front, daemon.url, files_lua, jobs_lua, duration_s)
+                )
             finally:
                 daemon.stop()
     finally:
         proc.terminate()
         proc.wait(30)
-    print_rows("download (issue 4)", rows, {
-        "machine": f"{os.cpu_count()} CPUs, {os.uname().release}, load {load_average()}",
-        "data": f"{clips_dir}: {len(files)} x 1 MiB + {_BIG_NAME} (100 MiB), page cache warm",
-        "wrk": f"wrk -t2 -cN -d{duration_s}s -s <random path list>.lua URL; best of "
-               f"{_ROUNDS} alternating runs per side",
-    })
+    print_rows(
+        "download (issue 4)",
+        rows,
+        {
+            "machine": f"{os.cpu_count()} CPUs, {os.uname().release}, load {load_average()}",
+            "data": f"{clips_dir}: {len(files)} x 1 MiB + {_BIG_NAME} (100 MiB), page cache warm",
+            "wrk": f"wrk -t2 -cN -d{duration_s}s -s <random path list>.lua URL; best of "
+            f"{_ROUNDS} alternating runs per side",
+        },
+    )
 
 
-def _compare(accel: bool, direct: str, front: str, clipd: str, files_lua: Path,
-             jobs_lua: Path, duration_s: int) -> list[Row]:
+def _compare(
+    accel: bool,
+    direct: str,
+    front: str,
+    clipd: str,
+    files_lua: Path,
+    jobs_lua: Path,
+    duration_s: int,
+) -> list[Row]:
     nginx_random = ("nginx", lambda: _wrk(direct, 16, duration_s, files_lua))
     if accel:
-        best = _pair("3. random 1 MiB via X-Accel-Redirect", [
-            nginx_random, ("nginx+clipd", lambda: _wrk(front, 16, duration_s, jobs_lua))])
-        return [_row("3. random 1 MiB, 16 conn: nginx + clipd (X-Accel-Redirect) vs nginx",
-                     best["nginx+clipd"], best["nginx"], False, 0.8)]
-    best = _pair("1. random 1 MiB", [
-        nginx_random, ("clipd", lambda: _wrk(clipd, 16, duration_s, jobs_lua))])
-    rows = [_row("1. random 1 MiB, 16 conn: clipd vs nginx", best["clipd"], best["nginx"],
-                 False, 0.5, " (aim 0.65x)")]
+        best = _pair(
+            "3. random 1 MiB via X-Accel-Redirect",
+            [nginx_random, ("nginx+clipd", lambda: _wrk(front, 16, duration_s, jobs_lua))],
+        )
+        return [
+            _row(
+                "3. random 1 MiB, 16 conn: nginx + clipd (X-Accel-Redirect) vs nginx",
+                best["nginx+clipd"],
+                best["nginx"],
+                False,
+                0.8,
+            )
+        ]
+    best = _pair(
+        "1. random 1 MiB", [nginx_random, ("clipd", lambda: _wrk(clipd, 16, duration_s, jobs_lua))]
+    )
+    rows = [
+        _row(
+            "1. random 1 MiB, 16 conn: clipd vs nginx",
+            best["clipd"],
+            best["nginx"],
+            False,
+            0.5,
+            " (aim 0.65x)",
+        )
+    ]
     big_file = f"{direct}/{_DAY}/{_BIG_NAME}"
     big_job = f"{clipd}/api/v1/jobs/jobbig100/download"
-    best = _pair("2. one 100 MiB clip", [
-        ("nginx", lambda: _wrk(big_file, 4, duration_s, None)),
-        ("clipd", lambda: _wrk(big_job, 4, duration_s, None))])
-    rows.append(_row("2. one 100 MiB clip, 4 conn: clipd vs nginx", best["clipd"],
-                     best["nginx"], True, 0.9))
+    best = _pair(
+        "2. one 100 MiB clip",
+        [
+            ("nginx", lambda: _wrk(big_file, 4, duration_s, None)),
+            ("clipd", lambda: _wrk(big_job, 4, duration_s, None)),
+        ],
+    )
+    rows.append(
+        _row("2. one 100 MiB clip, 4 conn: clipd vs nginx", best["clipd"], best["nginx"], True, 0.9)
+    )
     return rows
 
 

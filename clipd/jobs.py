@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
+import functools
 import hmac
 import logging
+import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,7 +28,7 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from clipd.checks import FileChangedError, sha256_file
+from clipd.checks import FileChangedError, identity_of, sha256_file
 from clipd.conditional import Decision, Outcome, decide
 from clipd.config import WebConfig
 from clipd.downloads_log import download_log
@@ -38,11 +40,12 @@ from clipd.errors import (
     PreconditionFailed,
     StorageError,
 )
-from clipd.index import ClipRecord, Identity
+from clipd.index import ClipRecord, Identity, Index
 from clipd.naming import is_job_id
 from clipd.quarantine import quarantine_file
 from clipd.removal import remove_clip
 from clipd.signing import Verdict, download_path, verify
+from clipd.storage import Backend
 from clipd.web import STATE, State, error_body
 
 __all__ = [
@@ -75,6 +78,9 @@ CONTENT_TYPES = {
 _STRIPPED = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
              "If-Range", "Range", "Accept-Encoding")
 _FULL_PREFIX = "full/"
+# Compared with request entity-tags when a clip has no SHA-256: no entity-tag's opaque
+# part can hold a DQUOTE (RFC 9110 §8.8.3), so only "*" matches it.
+_NO_ETAG = '"'
 
 
 def _clock(state: State) -> Callable[[], float]:
@@ -145,39 +151,95 @@ def repr_digest(sha256_hex: str) -> str:
 
 
 def _clip_headers(record: ClipRecord, config: WebConfig) -> dict[str, str]:
+    # A fresh dict per response: the caller may add X-Accel-Redirect to it.
+    return dict(_clip_headers_cached(record, config.cache_control))
+
+
+# Formatting these (date, quoting, base64) is a measurable part of a download's cost;
+# a record is immutable and any change to it (refresh, rename) makes another key.
+@functools.lru_cache(maxsize=4096)
+def _clip_headers_cached(record: ClipRecord, cache_control: str) -> dict[str, str]:
     return {
-        "ETag": f'"{record.sha256}"',
         "Last-Modified": formatdate(record.mtime_ns // 1_000_000_000, usegmt=True),
-        "Cache-Control": config.cache_control,
+        "Cache-Control": cache_control,
         "Accept-Ranges": "bytes",
         "Content-Type": CONTENT_TYPES.get(record.ext.lower(), "application/octet-stream"),
         "Content-Disposition": content_disposition(record),
-        "Repr-Digest": repr_digest(record.sha256),
+        **_validators(record),
     }
+
+
+def _validators(record: ClipRecord) -> dict[str, str]:
+    """ETag and Repr-Digest from the SHA-256; none without one (an S3 object stored
+    without ``x-amz-meta-sha256``), as an empty digest would make both invalid."""
+    if not record.sha256:
+        return {}
+    return {"ETag": f'"{record.sha256}"', "Repr-Digest": repr_digest(record.sha256)}
 
 
 async def _lookup(state: State, job_id: str) -> ClipRecord:
     record = await state.index.get(job_id)
+    lookup = state.extras.get("lookup")
+    if record is None and lookup is not None:
+        # The index may lag the store (a clip PUT through another instance sharing the
+        # bucket): the catalog that keeps it current looks in the store on a miss.
+        record = await lookup(job_id)
     if record is None or record.state != "ok":
         raise NotFound(f"no clip with job id {job_id}")
     return record
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A download's index record and its file's path, with the file's identity when the
+    same worker-thread hop could lstat it (``stat_done``; ``current`` None: gone)."""
+
+    record: ClipRecord
+    local: Path | None
+    current: Identity | None = None
+    stat_done: bool = False
+
+
+def _find_blocking(ix: Index, backend: Backend, job_id: str) -> _Found | None:
+    # One worker-thread hop for the index read and the lstat the integrity check needs:
+    # each hop costs the event loop more than the SQLite read itself.
+    record = ix.get(job_id)
+    if record is None or record.state != "ok":
+        return None
+    local = backend.local_path(record.relpath)
+    if local is None:
+        return _Found(record, None)
+    try:
+        return _Found(record, local, identity_of(os.lstat(local)), stat_done=True)
+    except FileNotFoundError:
+        return _Found(record, local, None, stat_done=True)
+
+
+async def _find(state: State, job_id: str) -> _Found:
+    backend = state.backend
+    found = await state.index.read(lambda ix: _find_blocking(ix, backend, job_id))
+    if found is None:
+        # Not (or no longer) in the index: _lookup decides what a miss means.
+        record = await _lookup(state, job_id)
+        found = _Found(record, backend.local_path(record.relpath))
+    return found
+
+
 # -- integrity ---------------------------------------------------------------------------
 
 
-async def _verified(state: State, record: ClipRecord) -> ClipRecord:
+async def _verified(state: State, found: _Found) -> ClipRecord:
     """The record, refreshed if the file was touched but its bytes are the same.
 
     Raises NotFound when the file is gone and IntegrityMismatch (after quarantining the
     file and dropping its row) when its bytes no longer match the SHA-256.
     """
-    current = await state.backend.stat(record.relpath)
+    record, local = found.record, found.local
+    current = found.current if found.stat_done else await state.backend.stat(record.relpath)
     if current is None:
         raise NotFound(f"the file of job {record.job_id} is gone")
     if current == record.identity:
         return record
-    local = state.backend.local_path(record.relpath)
     if local is None:
         # Remote bytes cannot be re-hashed cheaply; refuse until a re-listing re-checks them.
         await _refuse(state, record, f"stored object changed: {current} != {record.identity}",
@@ -250,10 +312,14 @@ class _ClipFileResponse(web.FileResponse):
     def __init__(self, path: Path, headers: dict[str, str], request: web.BaseRequest,
                  decision: Decision) -> None:
         super().__init__(path, headers=headers)
+        self._clean_request = request
+        partial = decision.outcome is Outcome.PARTIAL
+        if not partial and not any(name in request.headers for name in _STRIPPED):
+            return  # nothing to hide: skip the clone, a measurable cost per download
         forwarded = CIMultiDict(request.headers)
         for name in _STRIPPED:
             forwarded.popall(name, None)
-        if decision.outcome is Outcome.PARTIAL:
+        if partial:
             forwarded["Range"] = f"bytes={decision.start}-{decision.end}"
         self._clean_request = request.clone(headers=forwarded)
 
@@ -306,11 +372,12 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     state: State = request.app[STATE]
     job_id = job_id_of(request)
     _check_signature(state, request, job_id)
-    record = await _verified(state, await _lookup(state, job_id))
-    decision = decide(request.method, request.headers, record.sha256, record.mtime_ns,
+    found = await _find(state, job_id)
+    record = await _verified(state, found)
+    decision = decide(request.method, request.headers, record.sha256 or _NO_ETAG, record.mtime_ns,
                       record.size_bytes)
     headers = _clip_headers(record, state.config.web)
-    response = await _respond(state, request, record, decision, headers)
+    response = await _respond(state, request, record, found.local, decision, headers)
     state.metrics.downloads.labels(str(response.status)).inc()
     if response.status in {200, 206}:
         sent = _body_bytes(decision, record, request.method)
@@ -320,26 +387,28 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _respond(state: State, request: web.Request, record: ClipRecord,
+async def _respond(state: State, request: web.Request, record: ClipRecord, local: Path | None,
                    decision: Decision, headers: dict[str, str]) -> web.StreamResponse:
     outcome = decision.outcome
     if outcome is Outcome.PRECONDITION_FAILED:
         raise PreconditionFailed(decision.reason)
     if outcome is Outcome.NOT_MODIFIED:
         keep = ("ETag", "Last-Modified", "Cache-Control")
-        return web.Response(status=304, headers={k: headers[k] for k in keep})
+        return web.Response(status=304, headers={k: headers[k] for k in keep if k in headers})
     if outcome is Outcome.RANGE_NOT_SATISFIABLE:
         response = error_body(416, "range_not_satisfiable", decision.reason)
         response.headers["Content-Range"] = f"bytes */{record.size_bytes}"
-        response.headers["ETag"] = headers["ETag"]
+        if "ETag" in headers:
+            response.headers["ETag"] = headers["ETag"]
         return response
-    local = state.backend.local_path(record.relpath)
     if local is None:
         url = await state.backend.presign(record.relpath, state.config.s3.presign_ttl_seconds)
         if url is None:
             raise StorageError(f"the backend has no URL for job {record.job_id}")
-        return web.Response(status=302, headers={"Location": url, "ETag": headers["ETag"],
-                                                 "Cache-Control": "no-store"})
+        redirect = {"Location": url, "Cache-Control": "no-store"}
+        if "ETag" in headers:
+            redirect["ETag"] = headers["ETag"]
+        return web.Response(status=302, headers=redirect)
     accel = state.config.web.accel_redirect
     if accel and not _needs_clipd(request):
         # nginx must not honour a Range clipd decided to ignore (stale If-Range):
