@@ -6,26 +6,59 @@ Exit codes: 0 success, 1 a failure the command reports, 2 bad usage, 78 bad conf
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from clipd import __version__
+from clipd import config as config_mod
 from clipd.config import Config, redacted
-from clipd.daemon import Daemon, ensure_clips_dir, read_config
 from clipd.errors import ClipdError, ConfigError
 from clipd.logs import setup_logging
 
-__all__ = ["config_from_args", "main"]
+__all__ = ["config_from_args", "ensure_clips_dir", "main", "read_config"]
 
 logger = logging.getLogger("clipd")
 
 # Sub-commands provided by other modules: each registers itself with (subparsers).
-_COMMAND_MODULES: tuple[str, ...] = ("clipd.migrate", "clipd.signing", "clipd.ops")
+_COMMAND_MODULES: tuple[str, ...] = ("clipd.migrate_cli", "clipd.signing", "clipd.ops")
+# Commands defined here. When one of them is asked for, the modules above are not
+# imported at all: `clipd run` starts faster, and each command imports only what it
+# uses (the daemon, and with it aiohttp, only for `run`).
+_CORE_COMMANDS = frozenset({"run", "check-config"})
+
+
+def read_config(
+    path: str | None, overrides: Mapping[str, tuple[str, Any]], environ: Mapping[str, str]
+) -> Config:
+    """Read the config file (``--config``, ``CLIPD_CONFIG`` or none) and merge it."""
+    path = path or environ.get("CLIPD_CONFIG") or None
+    text = None
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--config={path!r}: cannot read it ({exc.strerror})") from exc
+    return config_mod.load(overrides, environ, text, source=path or "<defaults>")
+
+
+def ensure_clips_dir(config: Config) -> Path:
+    """Create the clips tree if missing; ConfigError naming the key if that fails."""
+    clips_dir = config.clips_dir
+    try:
+        (clips_dir / ".clipd").mkdir(parents=True, exist_ok=True)
+        probe = clips_dir / ".clipd" / ".write-probe"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"storage.clips_dir={str(clips_dir)!r}: must be a writable directory ({exc.strerror})"
+        ) from exc
+    return clips_dir
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +85,9 @@ def _cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = config_from_args(args, environ)
     setup_logging(config.log.level, environ)
     ensure_clips_dir(config)
+    import asyncio
+
+    from clipd.daemon import Daemon
     from clipd.services import catalog_for, routes_for, services_for
     from clipd.storage import make_backend
 
@@ -73,7 +109,8 @@ def _cmd_check_config(args: argparse.Namespace, environ: Mapping[str, str]) -> i
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; ``core_only`` leaves out the other modules' commands."""
     parser = argparse.ArgumentParser(
         prog="clipd", description="Storage daemon for video clips: watch, index, retain, serve."
     )
@@ -92,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--backend", choices=["local", "s3"], help="storage backend")
     check.set_defaults(handler=_cmd_check_config)
 
-    for module_name in _COMMAND_MODULES:
+    for module_name in () if core_only else _COMMAND_MODULES:
         module = __import__(module_name, fromlist=["add_commands"])
         module.add_commands(sub, _add_common)
     return parser
@@ -104,7 +141,10 @@ Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the ``clipd`` console script; returns the exit code."""
     environ = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # Top-level options come before the command (only -h and --version exist).
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(core_only=command in _CORE_COMMANDS).parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args, environ)

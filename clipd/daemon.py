@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -32,7 +31,7 @@ from clipd.storage.local import LocalBackend
 from clipd.watcher import Watcher
 from clipd.web import State, make_app
 
-__all__ = ["Catalog", "CatalogFactory", "Daemon", "ensure_clips_dir", "read_config"]
+__all__ = ["Catalog", "CatalogFactory", "Daemon"]
 
 logger = logging.getLogger(__name__)
 _AIOHTTP_VERSION = tuple(int(p) for p in aiohttp.__version__.split(".")[:2])
@@ -64,35 +63,6 @@ class Catalog(Protocol):
 
 
 CatalogFactory = Callable[["Daemon"], Catalog]
-
-
-def read_config(
-    path: str | None, overrides: Mapping[str, tuple[str, Any]], environ: Mapping[str, str]
-) -> Config:
-    """Read the config file (``--config``, ``CLIPD_CONFIG`` or none) and merge it."""
-    path = path or environ.get("CLIPD_CONFIG") or None
-    text = None
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"--config={path!r}: cannot read it ({exc.strerror})") from exc
-    return config_mod.load(overrides, environ, text, source=path or "<defaults>")
-
-
-def ensure_clips_dir(config: Config) -> Path:
-    """Create the clips tree if missing; ConfigError naming the key if that fails."""
-    clips_dir = config.clips_dir
-    try:
-        (clips_dir / ".clipd").mkdir(parents=True, exist_ok=True)
-        probe = clips_dir / ".clipd" / ".write-probe"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"storage.clips_dir={str(clips_dir)!r}: must be a writable directory ({exc.strerror})"
-        ) from exc
-    return clips_dir
 
 
 class Daemon:

@@ -327,3 +327,25 @@ def test_socket_activation_uses_inherited_socket(clips_dir: Path, tmp_path: Path
         log.close()
         listener.close()
         ns.close()
+
+
+def test_local_daemon_never_imports_boto3(make_daemon, clips_dir: Path) -> None:
+    daemon = make_daemon(env={"PYTHONPROFILEIMPORTTIME": "1"}).start()
+    imported = {line.rpartition("|")[2].strip() for line in daemon.log().splitlines()
+                if line.startswith("import time:")}
+    assert "aiohttp" in imported  # the import log is really there
+    assert not {m for m in imported if m.split(".")[0] in {"boto3", "botocore"}}
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("argv", [["check-config"], ["report", "--help"]])
+def test_operator_commands_do_not_import_the_web_stack(clips_dir: Path, argv: list[str]) -> None:
+    code = ("import sys\nfrom clipd.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\n"
+            "print('MODULES', *sorted({m.split('.')[0] for m in sys.modules}))")
+    env = {"PATH": os.environ["PATH"], "CLIPS_DIR": str(clips_dir)}
+    result = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
+                            text=True, check=True)
+    modules = result.stdout.rpartition("MODULES")[2].split()
+    assert "clipd" in modules
+    assert not {"aiohttp", "boto3", "botocore"} & set(modules)
