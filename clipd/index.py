@@ -1,7 +1,8 @@
 """The sidecar index: one SQLite database (WAL) beside the clips tree.
 
-Aggregates (file count, bytes, bytes per day, bytes added per day) are kept by
-triggers in the same transaction as the row change, so reading them is O(1).
+Aggregates (file count, bytes, bytes per day, bytes added per day) are kept by the
+write methods in the same transaction as the row change (per batch: one statement per
+touched day), so reading them is O(1). Nothing else may write the ``clips`` table.
 :class:`Index` is the blocking API (used from worker threads and the CLI);
 :class:`AsyncIndex` runs every write on one writer thread and reads on a small
 reader pool, so nothing blocks the event loop.
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 INDEX_DIRNAME = ".clipd"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _T = TypeVar("_T")
 
 
@@ -136,6 +137,13 @@ _MIGRATIONS: list[str] = [
             ON CONFLICT(day) DO UPDATE SET files = files + 1, bytes = bytes + NEW.size_bytes;
     END;
     """,
+    # version 2: the write methods keep the aggregates, one statement per touched day
+    # and batch instead of three trigger statements per row (half a cold index's writes)
+    """
+    DROP TRIGGER clips_ai;
+    DROP TRIGGER clips_ad;
+    DROP TRIGGER clips_au;
+    """,
 ]
 
 
@@ -156,6 +164,56 @@ def _row_to_record(row: tuple[Any, ...]) -> ClipRecord:
 
 
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM clips"
+_UPSERT = (
+    f"INSERT INTO clips ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+    " ON CONFLICT(job_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "job_id")
+)
+
+
+class _Delta:
+    """Changes to the aggregates made by one batch of row writes, applied at once."""
+
+    __slots__ = ("added_by_time", "by_day", "files", "size_bytes")
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.size_bytes = 0
+        self.by_day: dict[str, list[int]] = {}
+        # Keyed by ingest time (a batch shares one); SQLite turns it into the UTC day.
+        self.added_by_time: dict[float, list[int]] = {}
+
+    def add(self, day: str, files: int, size_bytes: int) -> None:
+        self.files += files
+        self.size_bytes += size_bytes
+        entry = self.by_day.setdefault(day, [0, 0])
+        entry[0] += files
+        entry[1] += size_bytes
+
+    def added(self, ingested_at: float, size_bytes: int) -> None:
+        entry = self.added_by_time.setdefault(ingested_at, [0, 0])
+        entry[0] += 1
+        entry[1] += size_bytes
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        if not self.by_day:
+            return
+        conn.execute(
+            "UPDATE totals SET files = files + ?, bytes = bytes + ?", (self.files, self.size_bytes)
+        )
+        conn.executemany(
+            "INSERT INTO day_totals VALUES (?, ?, ?) ON CONFLICT(day) DO UPDATE SET"
+            " files = files + excluded.files, bytes = bytes + excluded.bytes",
+            ((day, f, b) for day, (f, b) in self.by_day.items()),
+        )
+        conn.executemany(
+            "DELETE FROM day_totals WHERE day = ? AND files <= 0", ((d,) for d in self.by_day)
+        )
+        conn.executemany(
+            "INSERT INTO added_daily VALUES (date(?, 'unixepoch'), ?, ?) ON CONFLICT(day)"
+            " DO UPDATE SET files = files + excluded.files, bytes = bytes + excluded.bytes",
+            ((t, f, b) for t, (f, b) in self.added_by_time.items()),
+        )
 
 
 class Index:
@@ -288,25 +346,56 @@ class Index:
     # -- writes --------------------------------------------------------------------------
 
     def upsert(self, record: ClipRecord) -> None:
-        """Insert or replace the row of ``record.job_id`` (aggregates follow by trigger)."""
+        """Insert or replace the row of ``record.job_id`` (aggregates follow)."""
         self.upsert_many([record])
 
     def upsert_many(self, records: Iterable[ClipRecord]) -> None:
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "job_id")
-        sql = (
-            f"INSERT INTO clips ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
-            f" ON CONFLICT(job_id) DO UPDATE SET {updates}"
-        )
+        """Insert or replace rows by job id in one transaction, aggregates included."""
+        rows = [_as_row(r) for r in records]
+        if not rows:
+            return
         with self._transaction() as conn:
-            conn.executemany(sql, map(_as_row, records))
+            current = self._days_and_sizes(conn, [row[0] for row in rows])
+            delta = _Delta()
+            for row in rows:
+                job_id, day, size, ingested_at = row[0], row[2], row[5], row[10]
+                previous = current.get(job_id)
+                if previous is None:
+                    delta.add(day, 1, size)
+                    delta.added(ingested_at, size)
+                else:
+                    delta.add(previous[0], -1, -previous[1])
+                    delta.add(day, 1, size)
+                current[job_id] = (day, size)
+            conn.executemany(_UPSERT, rows)
+            delta.apply(conn)
 
     def delete_many(self, job_ids: Iterable[str]) -> None:
+        """Delete rows by job id in one transaction (unknown ids are ignored)."""
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return
         with self._transaction() as conn:
-            conn.executemany("DELETE FROM clips WHERE job_id = ?", ((j,) for j in job_ids))
+            delta = _Delta()
+            for day, size in self._days_and_sizes(conn, ids).values():
+                delta.add(day, -1, -size)
+            conn.executemany("DELETE FROM clips WHERE job_id = ?", ((j,) for j in ids))
+            delta.apply(conn)
 
     def delete(self, job_id: str) -> None:
         self.delete_many([job_id])
+
+    @staticmethod
+    def _days_and_sizes(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for i in range(0, len(job_ids), 500):
+            chunk = job_ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for job_id, day, size in conn.execute(
+                f"SELECT job_id, day, size_bytes FROM clips WHERE job_id IN ({marks})", chunk
+            ):
+                found[job_id] = (day, size)
+        return found
 
     def set_state(self, job_id: str, state: str) -> None:
         with self._transaction() as conn:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipd.index import AsyncIndex, ClipRecord, Index, Totals, index_path
+from clipd.index import _MIGRATIONS, AsyncIndex, ClipRecord, Index, Totals, _split_sql, index_path
 
 
 def rec(job: str, day: str = "2026-11-24", size: int = 10, ingested_at: float = 1e9) -> ClipRecord:
@@ -56,6 +56,62 @@ def test_aggregates_always_equal_a_full_count(tmp_path_factory, ops) -> None:
             t = per_day.get(r.day, Totals(0, 0))
             per_day[r.day] = Totals(t.files + 1, t.bytes + r.size_bytes)
         assert ix.day_totals() == per_day
+    finally:
+        ix.close()
+
+
+def _assert_aggregates_match_rows(ix: Index) -> None:
+    rows = list(ix.records())
+    assert ix.totals() == Totals(len(rows), sum(r.size_bytes for r in rows))
+    per_day: dict[str, Totals] = {}
+    for r in rows:
+        t = per_day.get(r.day, Totals(0, 0))
+        per_day[r.day] = Totals(t.files + 1, t.bytes + r.size_bytes)
+    assert ix.day_totals() == per_day
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(
+    st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 10**9),
+                       st.sampled_from(["2026-11-01", "2026-11-02", "2026-11-03"])),
+             max_size=8),
+    st.lists(st.sampled_from("abcdefz"), max_size=4),
+)))
+def test_batched_writes_keep_aggregates_equal_to_a_full_count(tmp_path_factory, batches) -> None:
+    # A batch may name one job id twice (the later row wins) or move it to another day.
+    ix = Index(index_path(tmp_path_factory.mktemp("ix")))
+    try:
+        for upserts, deletes in batches:
+            ix.upsert_many(rec(job, day, size) for job, size, day in upserts)
+            _assert_aggregates_match_rows(ix)
+            ix.delete_many(deletes + deletes)
+            _assert_aggregates_match_rows(ix)
+    finally:
+        ix.close()
+
+
+def test_version_1_index_keeps_its_aggregates_after_the_upgrade(tmp_path: Path) -> None:
+    path = index_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    for statement in _split_sql(_MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO clips (job_id, relpath, day, title, ext, size_bytes, mtime_ns,"
+                 " ctime_ns, inode, sha256, ingested_at, verified_at)"
+                 " VALUES ('a', '2026-11-24/T_a.mp4', '2026-11-24', 'T', '.mp4', 10, 1, 1, 1,"
+                 " '', 1e9, 1e9)")
+    conn.commit()
+    conn.close()
+    ix = Index(path)
+    try:
+        assert ix.totals() == Totals(1, 10)
+        ix.upsert_many([rec("b", size=5), replace(rec("a"), size_bytes=20, day="2026-11-25")])
+        ix.delete("b")
+        _assert_aggregates_match_rows(ix)
+        assert ix.added_daily("1970-01-01") == {"2001-09-09": Totals(2, 15)}
+        triggers = ix._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        assert triggers.fetchall() == []
     finally:
         ix.close()
 
