@@ -13,7 +13,9 @@ only when that evidence is an ETag.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import re
 import ssl
@@ -51,6 +53,8 @@ _ERROR_BODY_BYTES = 4096
 _SNIFF_BYTES = 64
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 _SHA256_CHECKS = (Check.SHA256_METADATA, Check.SHA256_CHECKSUM)
+# O_DIRECT wants offsets, lengths and memory aligned to the logical block size.
+_DIRECT_ALIGN_BYTES = 4096
 TMP_SUFFIX = ".migrate.tmp"
 
 
@@ -102,7 +106,8 @@ class _ThreadState(threading.local):
 
     def __init__(self) -> None:
         self.connections: dict[tuple[str, str], HTTPConnection] = {}
-        self.buffer = memoryview(bytearray(BLOCK_BYTES))
+        # An anonymous mapping is page-aligned, as O_DIRECT writes need.
+        self.buffer = memoryview(mmap.mmap(-1, BLOCK_BYTES))
 
 
 def _head_mapping(response: HTTPResponse) -> dict[str, Any]:
@@ -145,6 +150,10 @@ class Fetcher:
         self._open_lock = threading.Lock()
         self._retryable = (OSError, HTTPException, ClipdError, ValueError, BotoCoreError,
                            ClientError)
+        # Written with O_DIRECT where the filesystem allows it (cleared at the first
+        # refusal): the bytes go from our buffer to the disk without a page-cache copy
+        # (a sixth of the CPU time) or write-back work; syncfs then only commits metadata.
+        self.direct = True
         # botocore honours AWS_CA_BUNDLE for its own calls; the GETs must trust the same.
         self._tls = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
 
@@ -279,9 +288,10 @@ class Fetcher:
                  ext: str) -> NotClip | None:
         """Stream the body into ``tmp`` through the digest; a cut body leaves no file."""
         buffer = self._state.buffer
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd, direct = _open_tmp(tmp, self.direct)
         try:
             first = True
+            size = 0
             # readinto fills the whole buffer (or up to Content-Length) and raises
             # IncompleteRead when the server cuts the body short.
             while count := response.readinto(buffer):
@@ -290,14 +300,41 @@ class Fetcher:
                     return NotClip.BAD_SIGNATURE
                 first = False
                 digest.update(chunk)
-                while chunk:
-                    chunk = chunk[os.write(fd, chunk):]
+                size += count
+                if direct and count % _DIRECT_ALIGN_BYTES:
+                    # Only the last chunk is short: pad it, the truncate below cuts it.
+                    chunk = buffer[:-(-count // _DIRECT_ALIGN_BYTES) * _DIRECT_ALIGN_BYTES]
+                _write_all(fd, chunk)
+            if direct:
+                os.ftruncate(fd, size)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if direct and exc.errno == errno.EINVAL:
+                self.direct = False  # the filesystem takes O_DIRECT but not our alignment
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         finally:
             os.close(fd)
         return None
+
+
+def _open_tmp(tmp: Path, direct: bool) -> tuple[int, bool]:
+    """Open (truncate) the temp file, with O_DIRECT if asked and possible."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    if direct:
+        try:
+            return os.open(tmp, flags | os.O_DIRECT, 0o644), True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: no O_DIRECT here (tmpfs, some FUSE)
+                raise
+    return os.open(tmp, flags, 0o644), False
+
+
+def _write_all(fd: int, chunk: memoryview) -> None:
+    while chunk:
+        chunk = chunk[os.write(fd, chunk):]
 
 
 def hash_local(path: Path, expected: Expected, part_size: int | None) -> tuple[Outcome, str]:
