@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -164,6 +164,8 @@ def _row_to_record(row: tuple[Any, ...]) -> ClipRecord:
 
 
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM clips"
+_identity_key = itemgetter(0, 1, 2, 3, 4)
+_job_of_row = itemgetter(5)
 _UPSERT = (
     f"INSERT INTO clips ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
     " ON CONFLICT(job_id) DO UPDATE SET "
@@ -302,6 +304,15 @@ class Index:
             raise ValueError(order_by)
         for row in self._conn.execute(_SELECT + f" ORDER BY {order_by}, job_id"):
             yield _row_to_record(row)
+
+    def identity_keys(self) -> dict[tuple[str, int, int, int, int], str]:
+        """(relpath, size, mtime_ns, ctime_ns, inode) → job id for every row (reconcile).
+
+        Built without a Python-level step per row: a warm restart reads 20k of them."""
+        rows = self._conn.execute(
+            "SELECT relpath, size_bytes, mtime_ns, ctime_ns, inode, job_id FROM clips"
+        ).fetchall()
+        return dict(zip(map(_identity_key, rows), map(_job_of_row, rows), strict=True))
 
     def identities(self) -> dict[str, tuple[str, Identity]]:
         """relpath → (job id, identity) for every row: what reconcile compares with."""

@@ -21,16 +21,17 @@ from pathlib import Path
 
 from clipd.checks import Examined, FileChangedError, examine_file, identity_of
 from clipd.config import IngestConfig, StorageConfig
-from clipd.index import AsyncIndex, ClipRecord, Identity, Index
+from clipd.index import AsyncIndex, ClipRecord, Index
 from clipd.metrics import Metrics
 from clipd.naming import ClipName, is_day_folder, is_ignored, parse_clip_name, parse_relpath
 from clipd.quarantine import quarantine_file
-from clipd.reconcile import ReconcilePlan, plan_reconcile, walk_tree
+from clipd.reconcile import ReconcilePlan, StatTuple, plan_reconcile, walk_tree
 
 __all__ = ["Ingestor", "Outcome", "ReconcileReport"]
 
 logger = logging.getLogger(__name__)
-_BATCH = 128
+# Files per worker-thread hop in a whole-tree pass (each batch is also one index write).
+_BATCH = 512
 _QUIET_BATCH = 8  # more records than this at once are logged one line per batch
 _MAX_RETRIES = 30
 
@@ -64,7 +65,7 @@ def _examine_blocking(
     clips_dir: Path,
     relpath: str,
     name: ClipName | None,
-    known: Identity | None,
+    known: StatTuple | None,
     storage: StorageConfig,
     settle_ns: int,
     now_ns: int,
@@ -322,17 +323,20 @@ class Ingestor:
         # one per clip at debug (20k info lines cost a cold index a third of its time).
         bulk = len(records) > _QUIET_BATCH
         level = logging.DEBUG if bulk else logging.INFO
-        recorded = 0
+        recorded = recorded_bytes = 0
+        verbose = logger.isEnabledFor(level)
         for record, reason in zip(records, reasons, strict=True):
             if reason:
                 continue
             recorded += 1
-            self._metrics.ingested_files.inc()
-            self._metrics.ingested_bytes.inc(record.size_bytes)
-            logger.log(
-                level, "recorded %s (job %s, %d bytes, sha256 %s)",
-                record.relpath, record.job_id, record.size_bytes, record.sha256,
-            )
+            recorded_bytes += record.size_bytes
+            if verbose:
+                logger.log(
+                    level, "recorded %s (job %s, %d bytes, sha256 %s)",
+                    record.relpath, record.job_id, record.size_bytes, record.sha256,
+                )
+        self._metrics.ingested_files.inc(recorded)
+        self._metrics.ingested_bytes.inc(recorded_bytes)
         if bulk:
             logger.info("recorded %d clips, %s to %s", recorded, records[0].relpath,
                         records[-1].relpath)
@@ -363,7 +367,7 @@ class Ingestor:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         walk = await loop.run_in_executor(self._pool, walk_tree, self.clips_dir)
-        indexed = await self._index.read(lambda ix: ix.identities())
+        indexed = await self._index.read(lambda ix: ix.identity_keys())
         plan: ReconcilePlan = plan_reconcile(
             walk, indexed, self._clock_ns(), int(self.stale_tmp_s * 1e9)
         )
@@ -373,7 +377,8 @@ class Ingestor:
         removed = await loop.run_in_executor(self._pool, self._remove_stale_tmp, plan.stale_tmp)
         counts = {o: 0 for o in Outcome}
         chunks = [plan.to_examine[i : i + _BATCH] for i in range(0, len(plan.to_examine), _BATCH)]
-        for outcomes in asyncio.as_completed([self._examine_batch(c, indexed) for c in chunks]):
+        known = plan.known
+        for outcomes in asyncio.as_completed([self._examine_batch(c, known) for c in chunks]):
             for outcome in await outcomes:
                 counts[outcome] += 1
         return ReconcileReport(
@@ -386,7 +391,7 @@ class Ingestor:
         )
 
     async def _examine_batch(
-        self, relpaths: Sequence[str], indexed: dict[str, tuple[str, Identity]]
+        self, relpaths: Sequence[str], indexed: dict[str, StatTuple]
     ) -> list[Outcome]:
         loop = asyncio.get_running_loop()
         settle_ns = int(self.ingest.settle_seconds * 1e9)
@@ -397,11 +402,10 @@ class Ingestor:
             for relpath in relpaths:
                 # walk_tree yields <day folder>/<entry> only: the name is all left to parse.
                 name = parse_clip_name(relpath.partition("/")[2], self._extensions)
-                known = indexed.get(relpath)
                 verdicts.append(
                     _examine_blocking(
                         self.clips_dir, relpath, name,
-                        None if known is None else known[1], self.storage, settle_ns, now_ns,
+                        indexed.get(relpath), self.storage, settle_ns, now_ns,
                         False,
                     )
                 )
