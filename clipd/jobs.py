@@ -28,7 +28,7 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from clipd.checks import FileChangedError, identity_of, sha256_file
+from clipd.checks import FileChangedError, NotRegularFileError, identity_of, sha256_file
 from clipd.conditional import Decision, Outcome, decide
 from clipd.config import WebConfig
 from clipd.downloads_log import download_log
@@ -254,6 +254,9 @@ async def _verified(state: State, found: _Found) -> ClipRecord:
         raise IntegrityMismatch(
             f"the file of job {record.job_id} is being modified; it is not served"
         ) from None
+    except NotRegularFileError:
+        await _refuse(state, record, "became a folder, FIFO or device: only regular files "
+                      "are served")
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
