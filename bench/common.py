@@ -182,6 +182,12 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def cpu_s(self) -> float:
+        """User + system seconds clipd (all its threads) has used so far."""
+        assert self.proc is not None
+        cpu = psutil.Process(self.proc.pid).cpu_times()
+        return float(cpu.user + cpu.system)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -227,6 +233,7 @@ def rss_bytes(pid: int) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class WrkResult:
+    requests: int
     requests_per_s: float
     latency_ms: dict[str, float]  # "50%", "75%", "90%", "99%"
     errors: str
@@ -252,10 +259,17 @@ def run_wrk(url: str, threads: int = 2, connections: int = 16, duration_s: int =
     for m in re.finditer(r"^\s+(\d+%)\s+(\S+)$", block, re.MULTILINE):
         latency[m.group(1)] = _to_ms(m.group(2))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     errors = "; ".join(
         line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line
     )
-    return WrkResult(float(rps.group(1)) if rps else 0.0, latency, errors, " ".join(argv))
+    return WrkResult(
+        int(total.group(1)) if total else 0,
+        float(rps.group(1)) if rps else 0.0,
+        latency,
+        errors,
+        " ".join(argv),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,7 +148,7 @@ class Daemon:
         self.notifier.send("STATUS=starting: reconciling index with the tree")
         report = await self.ingestor.reconcile()
         logger.info(
-            "reconciled: %d examined, %d recorded, %d dropped, %d quarantined in %.2f s",
+            "reconciled: %d examined, %d recorded, %d dropped, %d quarantined in %.3f s",
             report.examined, report.recorded, report.dropped, report.quarantined,
             report.seconds,
         )
