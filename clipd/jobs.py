@@ -377,8 +377,8 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     _check_signature(state, request, job_id)
     found = await _find(state, job_id)
     record = await _verified(state, found)
-    decision = decide(request.method, request.headers, record.sha256 or _NO_ETAG, record.mtime_ns,
-                      record.size_bytes)
+    decision = decide(request.method, request.headers, record.sha256 or _NO_ETAG,
+                      record.mtime_ns, record.size_bytes)
     headers = _clip_headers(record, state.config.web)
     response = await _respond(state, request, record, found.local, decision, headers)
     state.metrics.downloads.labels(str(response.status)).inc()

@@ -43,7 +43,8 @@ _JOB_ID = {
 }
 
 _CLIP_HEADERS = {
-    "ETag": {"description": "Strong: the clip's SHA-256 hex in quotes.",
+    "ETag": {"description": "Strong: the clip's SHA-256 hex in quotes; absent (as is "
+                            "Repr-Digest) when the clip has no known SHA-256.",
              "schema": {"type": "string"}},
     "Repr-Digest": {"description": "RFC 9530 sha-256 of the whole clip.",
                     "schema": {"type": "string"}},
@@ -174,7 +175,9 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "job_id": string, "title": string, "file_title": string, "filename": string,
                 "day": string, "size_bytes": integer,
-                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "sha256": {"type": "string", "pattern": "^([0-9a-f]{64})?$",
+                           "description": "Empty for an S3 object stored without "
+                                          "x-amz-meta-sha256 (s3 mode)."},
                 "content_type": string, "created": string, "created_at": number,
                 "modified_at": number, "download_url": string,
             },

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from clipd.config import Config
+from clipd.errors import StorageError
 from clipd.index import AsyncIndex, ClipRecord, Identity, Index
 from clipd.naming import day_of
 from clipd.storage.s3 import ObjectInfo, S3Backend
@@ -94,6 +95,7 @@ class S3Catalog:
         self.backend = backend
         self._pool = ThreadPoolExecutor(_HEAD_WORKERS, thread_name_prefix="clipd-s3-head")
         self._lock = asyncio.Lock()
+        self._listed_at = 0.0  # monotonic start of the latest listing that finished
         backend.on_put(self.record_put)
 
     @property
@@ -104,10 +106,12 @@ class S3Catalog:
         """List the whole bucket and apply the difference; returns a log summary."""
         async with self._lock:
             started = time.time()
+            listing_started = time.monotonic()
             listed = await asyncio.to_thread(lambda: list(self.backend.list_blocking()))
             indexed = await self.index.read(_live_identities(started))
             plan = plan_sync(listed, indexed, self.backend.prefix, self._extensions)
             recorded = await self._apply(plan, started)
+            self._listed_at = listing_started
             return (f"listed s3://{self.backend.bucket}/{self.backend.prefix}: {len(listed)} "
                     f"objects, {recorded} recorded, {len(plan.to_drop)} dropped, "
                     f"{len(plan.duplicates)} duplicate job ids in {time.time() - started:.2f} s")
@@ -124,16 +128,31 @@ class S3Catalog:
                 logger.warning("re-list of the bucket failed: %s", exc, exc_info=True)
 
     async def lookup(self, job_id: str) -> ClipRecord | None:
-        """On an index miss: list today's and yesterday's day folders, then look again."""
+        """On an index miss: list today's and yesterday's day folders, then look again.
+
+        Misses that arrive together share one listing: a listing that started after this
+        miss already covers it, so a burst of unknown job ids costs one listing at a time.
+        """
+        asked = time.monotonic()
         now = time.time()
         days = {day_of(now), day_of(now - _DAY_S)}
+        from botocore.exceptions import BotoCoreError, ClientError
+
         async with self._lock:
+            if self._listed_at > asked:
+                return await self.index.get(job_id)
+            listing_started = time.monotonic()
             listed: list[ObjectInfo] = []
-            for day in sorted(days):
-                listed += await asyncio.to_thread(self._list_under, f"{day}/")
+            try:
+                for day in sorted(days):
+                    listed += await asyncio.to_thread(self._list_under, f"{day}/")
+            except (BotoCoreError, ClientError) as exc:
+                raise StorageError(f"looking for job {job_id} in s3://{self.backend.bucket}/"
+                                   f"{self.backend.prefix}: {exc}") from exc
             indexed = await self.index.read(lambda ix: ix.identities())
             plan = plan_sync(listed, indexed, self.backend.prefix, self._extensions, False)
             await self._apply(plan, now)
+            self._listed_at = listing_started
         return await self.index.get(job_id)
 
     async def record_put(self, relpath: str, identity: Identity, sha256: str) -> None:

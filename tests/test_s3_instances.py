@@ -104,3 +104,95 @@ def test_s3_download_redirects_to_a_presigned_url_serving_the_bytes(
     assert location.startswith(s3_server.endpoint_url)
     with urllib.request.urlopen(location) as response:
         assert response.read() == data
+
+
+def _no_redirect_get(url: str, headers: dict[str, str] | None = None
+                     ) -> tuple[int, dict[str, str], bytes]:
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_a_clip_put_through_one_instance_is_served_by_the_other_before_any_relist(
+    s3_server: S3Server, make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess], tmp_path: Path,
+) -> None:
+    import hashlib
+    import json
+    import urllib.request
+
+    bucket = make_bucket("miss")
+    slow = {"CLIPD_S3_RELIST_INTERVAL_SECONDS": "3600", "CLIPD_API_TOKEN": "tok"}
+    first = make_daemon(env=_env(s3_server, bucket, **slow), clips=tmp_path / "a").start()
+    second = make_daemon(env=_env(s3_server, bucket, **slow), clips=tmp_path / "b").start()
+    data = clip_bytes(50_000, 7)
+    put = urllib.request.Request(
+        f"{first.url}/api/v1/jobs/m1?title=Shared", data=data, method="PUT",
+        headers={"Authorization": "Bearer tok", "Content-Type": "video/mp4"})
+    with urllib.request.urlopen(put, timeout=10) as response:
+        assert response.status in {200, 201}
+    sha = hashlib.sha256(data).hexdigest()
+
+    status, _, body = second.get("/api/v1/jobs/m1")
+    assert status == 200, body
+    assert json.loads(body)["sha256"] == sha
+    status, headers, _ = _no_redirect_get(f"{second.url}/api/v1/jobs/m1/download")
+    assert status == 302 and headers["ETag"] == f'"{sha}"'
+    with urllib.request.urlopen(headers["Location"], timeout=10) as response:
+        assert response.read() == data
+    assert second.get("/api/v1/jobs/nosuch1")[0] == 404
+
+
+def test_a_clip_without_stored_sha256_is_served_without_etag_or_digest_and_never_refused(
+    s3_server: S3Server, make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    import json
+    import urllib.request
+
+    bucket = make_bucket("nosha")
+    data = clip_bytes(9_000, 5)
+    s3_server.client().put_object(Bucket=bucket, Key="2024-05-02/Bare_n1.mp4", Body=data)
+    # Scrub on and due at once (never verified): it must not judge remote bytes.
+    daemon = make_daemon(env=_env(s3_server, bucket, CLIPD_SCRUB_MIN_INTERVAL_HOURS="0")).start()
+
+    status, _, body = daemon.get("/api/v1/jobs/n1")
+    assert status == 200 and json.loads(body)["sha256"] == ""
+    for extra in ({}, {"If-None-Match": '""'}, {"If-None-Match": "W/\"\""}):
+        status, headers, _ = _no_redirect_get(f"{daemon.url}/api/v1/jobs/n1/download", extra)
+        assert status == 302, (extra, status)
+        assert "ETag" not in headers and "Repr-Digest" not in headers
+    status, _, _ = _no_redirect_get(f"{daemon.url}/api/v1/jobs/n1/download",
+                                    {"If-Match": '""'})
+    assert status == 412
+    status, headers, _ = _no_redirect_get(f"{daemon.url}/api/v1/jobs/n1/download",
+                                          {"If-None-Match": "*"})
+    assert status == 304 and "ETag" not in headers
+    wait_for(lambda: "scrub stops" in daemon.log(), 15, "scrub standing down in s3 mode")
+    assert daemon.metric("clipd_scrub_mismatches_total") == 0
+    assert daemon.metric("clipd_integrity_mismatches_total") == 0
+    with urllib.request.urlopen(_no_redirect_get(
+            f"{daemon.url}/api/v1/jobs/n1/download")[1]["Location"], timeout=10) as response:
+        assert response.read() == data
+
+
+def test_clipd_verify_refuses_s3_mode_instead_of_reporting_remote_clips_as_missing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    from clipd.cli import main
+
+    code = main(["verify"], {"STORAGE_BACKEND": "s3", "S3_BUCKET": "b",
+                             "CLIPS_DIR": str(tmp_path)})
+
+    assert code == 78
+    assert "local tree" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +193,12 @@ class S3Backend:
         return existed
 
     def list_blocking(self, under: str = "") -> Iterator[ObjectInfo]:
-        """Every object under ``prefix + under`` (paginated); blocks per page."""
-        yield from list_objects(self.client, self.bucket, self.prefix + under)
+        """Every object under ``prefix + under`` (paginated); blocks per page.
+
+        ``relpath`` is the key without ``prefix`` only: ``under`` stays in it.
+        """
+        for info in list_objects(self.client, self.bucket, self.prefix + under):
+            yield replace(info, relpath=info.key.removeprefix(self.prefix))
 
 
 def upload_file(client: Any, source: Path, bucket: str, key: str, sha256: str) -> None:
