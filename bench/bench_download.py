@@ -18,12 +18,15 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from bench.common import REPO, Daemon, Row, free_port, load_average, make_tree, print_rows
 from tests.helpers import MP4_HEAD, clip_bytes
@@ -52,25 +55,51 @@ function request()
   return wrk.format("GET", paths[math.random(#paths)])
 end
 """
+# The floor for clipd's own figure: aiohttp serving the same clips with nothing but a
+# FileResponse per request (no index, no checks, no middleware, no access log).
+_BARE = """\
+import sys
+from pathlib import Path
+from aiohttp import web
+root = Path(sys.argv[1])
+paths = {line.rpartition("_")[2].removesuffix(".mp4\\n"): root / line.strip().lstrip("/")
+         for line in open(sys.argv[2])}
+async def download(request):
+    return web.FileResponse(paths[request.match_info["job_id"]])
+app = web.Application()
+app.router.add_get("/api/v1/jobs/{job_id}/download", download)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[3]), access_log=None, print=None)
+"""
 _SIZE_UNITS = {"B": 1, "KB": 1024, "MB": _MiB, "GB": 1024 * _MiB}
 
 
 @dataclass(frozen=True, slots=True)
 class Wrk:
-    """One wrk run: requests/s, bytes/s (including partly read responses), errors."""
+    """One wrk run: requests/s, bytes/s (including partly read responses), errors, and
+    the server's CPU milliseconds (user + system, all threads) per request when known."""
 
     requests_per_s: float
     bytes_per_s: float
     errors: str
     command: str
+    cpu_ms_per_request: float | None = None
 
 
-def _wrk(url: str, connections: int, duration_s: int, script: Path | None) -> Wrk:
+def _wrk(
+    url: str, connections: int, duration_s: int, script: Path | None, pid: int | None = None
+) -> Wrk:
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s"]
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(url)
+    before = psutil.Process(pid).cpu_times() if pid else None
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    cpu_ms = None
+    done = re.search(r"(\d+) requests in", out)
+    if before is not None and pid and done and int(done.group(1)):
+        after = psutil.Process(pid).cpu_times()
+        cpu_s = after.user + after.system - before.user - before.system
+        cpu_ms = cpu_s * 1e3 / int(done.group(1))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
     errors = "; ".join(
@@ -81,6 +110,7 @@ def _wrk(url: str, connections: int, duration_s: int, script: Path | None) -> Wr
         float(transfer.group(1)) * _SIZE_UNITS[transfer.group(2)] if transfer else 0.0,
         errors,
         " ".join(argv),
+        cpu_ms,
     )
 
 
@@ -192,9 +222,12 @@ def _pair(name: str, runs: list[tuple[str, Callable[[], Wrk]]]) -> dict[str, Wrk
         for side, run in runs if round_no % 2 == 0 else runs[::-1]:
             result = run()
             errors = f"; {result.errors}" if result.errors else ""
+            cpu = result.cpu_ms_per_request
+            cpu_text = f", server CPU {cpu:.3f} ms/request" if cpu is not None else ""
             print(
                 f"  {name} round {round_no + 1} {side}: {result.requests_per_s:,.0f} req/s, "
-                f"{result.bytes_per_s / _MiB:,.0f} MiB/s{errors} (load {load_average()})",
+                f"{result.bytes_per_s / _MiB:,.0f} MiB/s{cpu_text}{errors} "
+                f"(load {load_average()})",
                 flush=True,
             )
             if side not in best or result.bytes_per_s > best[side].bytes_per_s:
@@ -208,14 +241,30 @@ def _row(name: str, clipd: Wrk, ref: Wrk, by_bytes: bool, goal: float, aim: str 
     else:
         a, b, unit = clipd.requests_per_s, ref.requests_per_s, "req/s"
     ratio = a / b if b else 0.0
+    cpu = f" ({clipd.cpu_ms_per_request:.2f} ms CPU/req)" if clipd.cpu_ms_per_request else ""
+    ref_cpu = f" ({ref.cpu_ms_per_request:.2f} ms CPU/req)" if ref.cpu_ms_per_request else ""
     return Row(
         name,
-        f"{a:,.0f} {unit}",
-        f"{b:,.0f} {unit}",
+        f"{a:,.0f} {unit}{cpu if not by_bytes else ''}",
+        f"{b:,.0f} {unit}{ref_cpu if not by_bytes else ''}",
         f"{ratio:.2f}x",
-        f"≥ {goal}x{aim}",
-        ratio >= goal and not clipd.errors,
+        f"≥ {goal}x{aim}" if goal else "—",
+        (ratio >= goal and not clipd.errors) if goal else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Servers:
+    """Where each side listens, and the process whose CPU time a run reports."""
+
+    direct: str  # nginx serving the tree
+    front: str  # nginx with the shipped site in front of clipd
+    bare: str  # aiohttp FileResponse, nothing else
+    nginx_pid: int  # the nginx worker
+    bare_pid: int
+    files_lua: Path
+    jobs_lua: Path
+    duration_s: int
 
 
 def main() -> None:
@@ -226,26 +275,47 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     nginx = _nginx_binary()
     clips_dir, files, jobs = _build(workdir, count)
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(
         f"bench_download: {len(files)} x 1 MiB + 1 x 100 MiB in {clips_dir}; "
-        f"{os.cpu_count()} CPUs; uptime: "
-        f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
+        f"{os.cpu_count()} CPUs; uptime: {uptime}",
         flush=True,
     )
     files_lua = _script(workdir, "nginx-paths", files)
     jobs_lua = _script(workdir, "clipd-paths", jobs)
-    direct_port, front_port, clipd_port = free_port(), free_port(), free_port()
+    direct_port, front_port, clipd_port, bare_port = (free_port() for _ in range(4))
     ngx = workdir / "nginx"
     shutil.rmtree(ngx, ignore_errors=True)
     ngx.mkdir()
     conf = _nginx_config(ngx, clips_dir, direct_port, front_port, clipd_port)
     subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(ngx)], check=True)
     proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(ngx), "-g", "daemon off;"])
-    direct = f"http://127.0.0.1:{direct_port}"
-    front = f"http://127.0.0.1:{front_port}"
+    bare = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _BARE,
+            str(clips_dir),
+            str(files_lua.with_suffix(".txt")),
+            str(bare_port),
+        ]
+    )
     rows: list[Row] = []
     try:
+        direct = f"http://127.0.0.1:{direct_port}"
+        bare_url = f"http://127.0.0.1:{bare_port}"
         _wait(lambda: _answers(direct + files[0]), "nginx")
+        _wait(lambda: _answers(bare_url + jobs[0]), "the bare aiohttp server")
+        servers = _Servers(
+            direct,
+            f"http://127.0.0.1:{front_port}",
+            bare_url,
+            psutil.Process(proc.pid).children()[0].pid,
+            bare.pid,
+            files_lua,
+            jobs_lua,
+            duration_s,
+        )
         for accel in (False, True):
             env = {"CLIPD_WEB_ACCEL_REDIRECT": "/_clips/"} if accel else {}
             daemon = Daemon(clips_dir, workdir, env=env, port=clipd_port)
@@ -256,14 +326,14 @@ def main() -> None:
                     f"  clipd {'with accel_redirect ' if accel else ''}ready in {ready_s:.1f} s",
                     flush=True,
                 )
-                rows.extend(
-                    _compare(accel, direct, front, daemon.url, files_lua, jobs_lua, duration_s)
-                )
+                assert daemon.proc is not None
+                rows.extend(_compare(servers, daemon.url, daemon.proc.pid, accel))
             finally:
                 daemon.stop()
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for server in (bare, proc):
+            server.terminate()
+            server.wait(30)
     print_rows(
         "download (issue 4)",
         rows,
@@ -276,20 +346,16 @@ def main() -> None:
     )
 
 
-def _compare(
-    accel: bool,
-    direct: str,
-    front: str,
-    clipd: str,
-    files_lua: Path,
-    jobs_lua: Path,
-    duration_s: int,
-) -> list[Row]:
-    nginx_random = ("nginx", lambda: _wrk(direct, 16, duration_s, files_lua))
+def _compare(servers: _Servers, clipd: str, clipd_pid: int, accel: bool) -> list[Row]:
+    d, lua = servers.duration_s, servers.jobs_lua
+    nginx_random = (
+        "nginx",
+        lambda: _wrk(servers.direct, 16, d, servers.files_lua, servers.nginx_pid),
+    )
     if accel:
         best = _pair(
             "3. random 1 MiB via X-Accel-Redirect",
-            [nginx_random, ("nginx+clipd", lambda: _wrk(front, 16, duration_s, jobs_lua))],
+            [nginx_random, ("nginx+clipd", lambda: _wrk(servers.front, 16, d, lua, clipd_pid))],
         )
         return [
             _row(
@@ -301,7 +367,12 @@ def _compare(
             )
         ]
     best = _pair(
-        "1. random 1 MiB", [nginx_random, ("clipd", lambda: _wrk(clipd, 16, duration_s, jobs_lua))]
+        "1. random 1 MiB",
+        [
+            nginx_random,
+            ("clipd", lambda: _wrk(clipd, 16, d, lua, clipd_pid)),
+            ("bare aiohttp", lambda: _wrk(servers.bare, 16, d, lua, servers.bare_pid)),
+        ],
     )
     rows = [
         _row(
@@ -311,15 +382,22 @@ def _compare(
             False,
             0.5,
             " (aim 0.65x)",
-        )
+        ),
+        _row(
+            "1b. same: bare aiohttp FileResponse vs nginx (reference)",
+            best["bare aiohttp"],
+            best["nginx"],
+            False,
+            0.0,
+        ),
     ]
-    big_file = f"{direct}/{_DAY}/{_BIG_NAME}"
+    big_file = f"{servers.direct}/{_DAY}/{_BIG_NAME}"
     big_job = f"{clipd}/api/v1/jobs/jobbig100/download"
     best = _pair(
         "2. one 100 MiB clip",
         [
-            ("nginx", lambda: _wrk(big_file, 4, duration_s, None)),
-            ("clipd", lambda: _wrk(big_job, 4, duration_s, None)),
+            ("nginx", lambda: _wrk(big_file, 4, d, None, servers.nginx_pid)),
+            ("clipd", lambda: _wrk(big_job, 4, d, None, clipd_pid)),
         ],
     )
     rows.append(
