@@ -9,7 +9,8 @@ on one port and runs the shipped ``packaging/nginx/clipd.conf`` site on another.
 picks a random path per request from a list (a Lua script), so both sides see the same
 mix. Every pair runs twice, alternating sides; the better run of each side counts.
 Environment: CLIPD_BENCH_DIR (default /tmp/clipd-bench), CLIPD_BENCH_DL_CLIPS (1000),
-CLIPD_BENCH_WRK_S (10), NGINX (default: nginx on PATH or /usr/sbin/nginx).
+CLIPD_BENCH_WRK_S (10), CLIPD_BENCH_DL_ROUNDS (2), NGINX (default: nginx on PATH or
+/usr/sbin/nginx).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _CLIP_BYTES = _MiB
 _BIG_BYTES = 100 * _MiB
 _BIG_NAME = "Bench_big_jobbig100.mp4"
 _DAY = "2024-01-01"  # make_tree puts the first 1,000 clips here
-_ROUNDS = 2
+_ROUNDS = int(os.environ.get("CLIPD_BENCH_DL_ROUNDS", "2"))
 _SNIPPET = REPO / "packaging" / "nginx" / "clipd.conf"
 _LUA = """\
 local paths = {}
