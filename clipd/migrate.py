@@ -208,11 +208,11 @@ def run_migrate(args: argparse.Namespace, config: Config) -> Summary:
     summary = Summary(not_clips=list(plan.not_clips))
     for key, reason in plan.not_clips:
         logger.warning("not a clip, skipped: s3://%s/%s: %s", bucket, key, reason)
+    present = _present(clips_dir, plan.items, create=not args.dry_run)
     if args.dry_run:
         for item in plan.items:
-            present = os.path.lexists(clips_dir / item.plan.local_relpath)
-            print(f"{'present' if present else 'would move'}: {item.info.key} -> "
-                  f"{item.plan.local_relpath}")
+            print(f"{'present' if item.plan.local_relpath in present else 'would move'}: "
+                  f"{item.info.key} -> {item.plan.local_relpath}")
         summary.seconds = time.monotonic() - started
         return summary
     index = Index(index_path(clips_dir))
@@ -225,7 +225,8 @@ def run_migrate(args: argparse.Namespace, config: Config) -> Summary:
         with ThreadPoolExecutor(args.concurrency, thread_name_prefix="clipd-migrate") as pool:
             # Largest first: a big object started last would run alone at the end.
             ordered = sorted(plan.items, key=lambda i: -i.info.size_bytes)
-            futures = [pool.submit(fetcher.fetch, item) for item in ordered]
+            futures = [pool.submit(fetcher.fetch, item, item.plan.local_relpath in present)
+                       for item in ordered]
             _collect(as_completed(futures), summary, progress,
                      lambda batch: _commit(index, clips_dir, batch, backed_up), index, clips_dir)
         progress.close()
@@ -234,6 +235,20 @@ def run_migrate(args: argparse.Namespace, config: Config) -> Summary:
         index.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _present(clips_dir: Path, items: tuple[Item, ...], create: bool) -> set[str]:
+    """Relpaths of the plan already taken by a file; creates the folders if ``create``."""
+    present: set[str] = set()
+    for folder in sorted({Path(item.plan.local_relpath).parent for item in items}):
+        if create:
+            (clips_dir / folder).mkdir(parents=True, exist_ok=True)
+        try:
+            names = os.listdir(clips_dir / folder)
+        except FileNotFoundError:
+            continue
+        present.update((folder / name).as_posix() for name in names)
+    return present
 
 
 def _collect(done: Iterator[Future[Result]], summary: Summary, progress: _Progress,

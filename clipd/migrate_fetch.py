@@ -164,10 +164,13 @@ class Fetcher:
         for connection in connections:
             connection.close()
 
-    def fetch(self, item: Item) -> Result:
+    def fetch(self, item: Item, present: bool) -> Result:
         """Fetch one object unless a verified copy is present; never raises for one object.
 
-        Blocks on the network and the disk; retries with backoff, then reports FAILED.
+        ``present``: a file was at the target when the caller listed the folder (one
+        listing per folder instead of a lookup per object, which contends on the folder's
+        lock). The target's folder must exist. Blocks on the network and the disk;
+        retries with backoff, then reports FAILED.
         """
         dest = self.clips_dir / item.plan.local_relpath
         last = ""
@@ -175,7 +178,7 @@ class Fetcher:
             if attempt:
                 time.sleep(_RETRY_BASE_S * 2 ** (attempt - 1))
             try:
-                if os.path.lexists(dest):
+                if present:
                     return self.check_present(item, dest)
                 return self._download(item, dest)
             except self._retryable as exc:
@@ -268,7 +271,6 @@ class Fetcher:
             digest: Digester | _Sha256Only = (
                 _Sha256Only() if expected.check in _SHA256_CHECKS
                 else Digester(self._part_size(expected, key)))
-            dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.parent / f".{dest.name}{TMP_SUFFIX}"
             bad = self._copy_to(tmp, response, digest, item.plan.name.ext)
             drained = bad is None
