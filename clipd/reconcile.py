@@ -61,7 +61,12 @@ def walk_tree(clips_dir: Path) -> Walk:
         with entries:
             for entry in entries:
                 name = entry.name
-                if name.startswith(".") or entry.is_dir(follow_symlinks=False):
+                # Hidden names are never clips, but a hidden *.tmp is an upload's temp
+                # file (upload.py) that a crash left: it must age out like any other.
+                hidden_tmp = name.startswith(".") and name.endswith(".tmp")
+                if (name.startswith(".") and not hidden_tmp) or entry.is_dir(
+                    follow_symlinks=False
+                ):
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
