@@ -161,7 +161,7 @@ class Daemon:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=REPO,
+                cwd=self.workdir,  # not the repo: `-m` would put it before PYTHONPATH
             )
         deadline = started + timeout_s
         while True:
