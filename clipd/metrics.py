@@ -113,5 +113,5 @@ class IndexCollector(Collector):
 
 
 def render(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text exposition of ``registry``; blocks (runs collectors)."""
+    """The Prometheus text exposition of ``registry`` (runs its collectors; clipd's read memory)."""
     return generate_latest(registry)
