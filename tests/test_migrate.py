@@ -13,7 +13,8 @@ from boto3.s3.transfer import TransferConfig
 
 from clipd.cli import main
 from clipd.migrate import plan_migration
-from clipd.storage.s3 import ObjectInfo
+from clipd.migrate_fetch import Fetcher, Status
+from clipd.storage.s3 import ObjectInfo, list_objects
 from tests.helpers import clip_bytes, disk_clips, index_rows
 from tests.s3server import S3Server
 
@@ -192,3 +193,26 @@ def test_s3_lifecycle_rounds_max_age_up_to_days_and_applies_it(
     rules = s3_server.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert rules[0]["Expiration"]["Days"] == 2
     assert rules[0]["Filter"]["Prefix"] == "clips/"
+
+
+def test_fetch_reconnects_after_the_server_dropped_its_idle_connection(
+    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str],
+    clips_dir: Path,
+) -> None:
+    s3 = s3_server.client()
+    bucket = make_bucket("keepalive")
+    data = [clip_bytes(10_000 + n, n) for n in range(2)]
+    for n, body in enumerate(data):
+        put(s3, bucket, f"2024-10-01/Clip_k{n}.mp4", body)
+    items = plan_migration(list(list_objects(s3, bucket, "")), "", EXT, 10**9).items
+    (clips_dir / "2024-10-01").mkdir()
+    fetcher = Fetcher(s3, bucket, clips_dir, {})
+    try:
+        first = fetcher.fetch(items[0], present=False)
+        s3_server.restart()  # the keep-alive connection of this thread is now dead
+        second = fetcher.fetch(items[1], present=False)
+    finally:
+        fetcher.close()
+
+    assert [first.status, second.status] == [Status.MOVED, Status.MOVED]
+    assert [r.tmp.read_bytes() for r in (first, second) if r.tmp] == data
