@@ -157,7 +157,7 @@ def _clip_headers(record: ClipRecord, config: WebConfig) -> dict[str, str]:
 
 # Formatting these (date, quoting, base64) is a measurable part of a download's cost;
 # a record is immutable and any change to it (refresh, rename) makes another key.
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # ~1.5 KiB each
 def _clip_headers_cached(record: ClipRecord, cache_control: str) -> dict[str, str]:
     return {
         "Last-Modified": formatdate(record.mtime_ns // 1_000_000_000, usegmt=True),
