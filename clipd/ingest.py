@@ -199,6 +199,7 @@ class Ingestor:
         self._final: set[str] = set()
         self._retries: dict[str, int] = {}
         self._extensions = frozenset(storage.extensions)
+        self._quarantine_lock = asyncio.Lock()
         self.on_recorded: list[Callable[[], None]] = []
 
     # -- from the watcher (event loop) ------------------------------------------------
@@ -349,9 +350,13 @@ class Ingestor:
         parsed = parse_relpath(relpath)
         job_id = parsed[1].job_id if parsed else ""
         loop = asyncio.get_running_loop()
-        moved = await loop.run_in_executor(
-            self._pool, quarantine_file, self.clips_dir, relpath, reason, job_id
-        )
+        # One at a time: a watcher event and a rescan can both condemn one file, and two
+        # concurrent moves would race for the sidecar name (the loser's note vanishes and
+        # the file lands under "<name>.1").
+        async with self._quarantine_lock:
+            moved = await loop.run_in_executor(
+                self._pool, quarantine_file, self.clips_dir, relpath, reason, job_id
+            )
         if known is not None:
             await self._index.write(lambda ix: ix.delete(known.job_id))
         if moved is not None:
