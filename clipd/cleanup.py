@@ -404,8 +404,11 @@ async def retention_service(daemon: Daemon) -> None:
 
 async def _wait(wake: asyncio.Event, timeout_s: float) -> bool:
     """Wait for ``wake`` or the timeout; True when woken by ingest."""
+    # Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives as the
+    # event is set (gh-86296), and the daemon would then never stop.
     try:
-        await asyncio.wait_for(wake.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await wake.wait()
     except TimeoutError:
         return False
     wake.clear()
