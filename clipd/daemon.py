@@ -35,6 +35,7 @@ __all__ = ["Catalog", "CatalogFactory", "Daemon"]
 
 logger = logging.getLogger(__name__)
 _AIOHTTP_VERSION = tuple(int(p) for p in aiohttp.__version__.split(".")[:2])
+_KEEPALIVE_S = 75.0
 _WATCH_CHECK_S = 5.0
 _POLL_RESCAN_S = 10.0
 _RESCAN_DEBOUNCE_S = 0.2
@@ -201,8 +202,11 @@ class Daemon:
         # hands unknown runner arguments to every connection handler, which then fails.
         drain: dict[str, Any] = {"shutdown_timeout": _DRAIN_TIMEOUT_S}
         on_runner = _AIOHTTP_VERSION >= (3, 9)
+        # keepalive_timeout also bounds a connection that never finishes its request
+        # (aiohttp has no header timeout), so idle or slowloris sockets are reclaimed.
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, **(drain if on_runner else {})
+            app, access_log=None, handle_signals=False, keepalive_timeout=_KEEPALIVE_S,
+            **(drain if on_runner else {}),
         )
         await self._runner.setup()
         on_site = {} if on_runner else drain

@@ -27,6 +27,15 @@ class _JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
+class _DropClientErrors(logging.Filter):
+    """aiohttp logs a malformed request as an error with a traceback; it is the client's
+    mistake (answered with a 4xx), and a hostile client must not flood the journal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not type(exc).__module__.startswith("aiohttp.http_exceptions")
+
+
 def setup_logging(level: str, environ: Mapping[str, str] = os.environ) -> None:
     """Log to stderr; without timestamps but with ``<N>`` when journald reads stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -45,4 +54,7 @@ def setup_logging(level: str, environ: Mapping[str, str] = os.environ) -> None:
     logging.getLogger("watchdog").setLevel(max(root.level, logging.INFO))
     logging.getLogger("asyncio").setLevel(max(root.level, logging.INFO))
     logging.getLogger("botocore").setLevel(max(root.level, logging.WARNING))
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _DropClientErrors) for f in server_log.filters):
+        server_log.addFilter(_DropClientErrors())
     logging.getLogger("aiohttp.access").setLevel(max(root.level, logging.WARNING))
