@@ -37,20 +37,27 @@ class Load:
         return self.serial[0]
 
     def write(self) -> None:
-        clips = self.daemon.clips_dir
         while not self.stop.is_set():
-            n = self._next()
-            day = f"2026-11-{20 + n % 4}"
-            if n % 7 == 0:
-                # A writer that crashes: its .tmp is left behind, some already stale.
-                folder = clips / day
-                folder.mkdir(parents=True, exist_ok=True)
-                tmp = folder / f"Crashed_c{n}.mp4.tmp"
-                tmp.write_bytes(b"partial")
-                if n % 2:
-                    os.utime(tmp, (time.time() - 3600, time.time() - 3600))
+            try:
+                self._write_one(self._next())
+            except FileNotFoundError:
+                # Retention removed the (past) day folder as the writer entered it; a
+                # real writer retries, and so does this one.
                 continue
-            write_clip(clips, day, f"Crash_w{n}.mp4", clip_bytes(self.rng.randint(1, 40) * 1000, n))
+
+    def _write_one(self, n: int) -> None:
+        clips = self.daemon.clips_dir
+        day = f"2026-11-{20 + n % 4}"
+        if n % 7 == 0:
+            # A writer that crashes: its .tmp is left behind, some already stale.
+            folder = clips / day
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"Crashed_c{n}.mp4.tmp"
+            tmp.write_bytes(b"partial")
+            if n % 2:
+                os.utime(tmp, (time.time() - 3600, time.time() - 3600))
+            return
+        write_clip(clips, day, f"Crash_w{n}.mp4", clip_bytes(self.rng.randint(1, 40) * 1000, n))
 
     def upload(self) -> None:
         while not self.stop.is_set():
