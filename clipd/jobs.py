@@ -18,6 +18,7 @@ import hmac
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from email.utils import formatdate
@@ -313,8 +314,10 @@ class _ClipFileResponse(web.FileResponse):
     """
 
     def __init__(self, path: Path, headers: dict[str, str], request: web.BaseRequest,
-                 decision: Decision) -> None:
+                 decision: Decision, job_id: str, downloading: Counter[str]) -> None:
         super().__init__(path, headers=headers)
+        self._job_id = job_id
+        self._downloading = downloading
         self._clean_request = request
         partial = decision.outcome is Outcome.PARTIAL
         if not partial and not any(name in request.headers for name in _STRIPPED):
@@ -346,7 +349,15 @@ class _ClipFileResponse(web.FileResponse):
         return
 
     async def prepare(self, request: web.BaseRequest) -> Any:
-        return await super().prepare(self._clean_request)
+        # FileResponse sends the whole body inside prepare(): while it runs, retention
+        # leaves this clip alone (state.extras["downloading"]).
+        self._downloading[self._job_id] += 1
+        try:
+            return await super().prepare(self._clean_request)
+        finally:
+            self._downloading[self._job_id] -= 1
+            if self._downloading[self._job_id] <= 0:
+                del self._downloading[self._job_id]
 
 
 def _check_signature(state: State, request: web.Request, job_id: str) -> None:
@@ -419,7 +430,8 @@ async def _respond(state: State, request: web.Request, record: ClipRecord, local
         prefix = accel + (_FULL_PREFIX if decision.range_ignored else "")
         headers["X-Accel-Redirect"] = prefix + quote(record.relpath)
         return web.Response(status=200, headers=headers)
-    return _ClipFileResponse(local, headers, request, decision)
+    downloading = state.extras.setdefault("downloading", Counter())
+    return _ClipFileResponse(local, headers, request, decision, record.job_id, downloading)
 
 
 def _needs_clipd(request: web.Request) -> bool:
