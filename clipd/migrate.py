@@ -158,7 +158,16 @@ def _commit(index: Index, clips_dir: Path, batch: list[Result], backed_up: bool)
     for result in batch:
         assert result.tmp is not None
         dest = clips_dir / result.item.plan.local_relpath
-        os.rename(result.tmp, dest)
+        try:
+            # link() refuses an existing name where rename() would replace it: a clip
+            # that appeared there since the listing is never overwritten.
+            os.link(result.tmp, dest)
+        except FileExistsError:
+            logger.warning("%s appeared while migrating; left as it is (not overwritten)",
+                           result.item.plan.local_relpath)
+            continue
+        finally:
+            os.unlink(result.tmp)
         folders.add(dest.parent)
         rows.append(_row(result, dest, now, backed_up))
     for folder in folders:

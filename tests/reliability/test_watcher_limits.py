@@ -64,7 +64,8 @@ def test_watch_limit_hit_falls_back_to_rescans(make_daemon, clips_dir: Path) -> 
             (clips_dir / f"2026-02-{day:02d}").mkdir()
         # Folders past the limit have no watch: clips written into them later produce
         # no event at all, and only the safety rescan can find them.
-        wait_for(lambda: "rescan (folder created)" in daemon.log(), what="folder rescan")
+        wait_for(lambda: "rescan (folder created)" in daemon.log(), timeout=60,
+                 what="folder rescan")
         for day in range(1, 29):
             write_clip(clips_dir, f"2026-02-{day:02d}", f"Many_Days_d{day}.mp4",
                        clip_bytes(300, day))
