@@ -49,6 +49,9 @@ def setup_logging(level: str, environ: Mapping[str, str] = os.environ) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    # Libraries' warnings.warn() (watchdog has some) would otherwise bypass the
+    # formatter and reach the journal without a priority.
+    logging.captureWarnings(True)
     root.setLevel(level.upper())
     # Third-party chatter stays out of clipd's debug log.
     logging.getLogger("watchdog").setLevel(max(root.level, logging.INFO))
