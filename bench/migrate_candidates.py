@@ -49,7 +49,8 @@ class _Bench:
 
     def presign(self, key: str) -> str:
         url: str = self.s3.generate_presigned_url(
-            "get_object", Params={"Bucket": "bench", "Key": key}, ExpiresIn=3600)
+            "get_object", Params={"Bucket": "bench", "Key": key}, ExpiresIn=3600
+        )
         return url
 
     def sink(self, key: str) -> tuple[int, Sink]:
@@ -61,7 +62,8 @@ class _Bench:
                 h.update(chunk)
             view = memoryview(chunk)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
+
         return fd, put
 
     def http_client(self, key: str) -> None:
@@ -103,8 +105,12 @@ class _Bench:
         """boto3 download_fileobj (s3transfer), one stream per object so it can be hashed."""
         from boto3.s3.transfer import TransferConfig
 
-        config = TransferConfig(max_concurrency=1, io_chunksize=_BUFFER_BYTES,
-                                multipart_threshold=1 << 40, use_threads=False)
+        config = TransferConfig(
+            max_concurrency=1,
+            io_chunksize=_BUFFER_BYTES,
+            multipart_threshold=1 << 40,
+            use_threads=False,
+        )
         fd, put = self.sink(key)
 
         class Writer:
@@ -125,6 +131,7 @@ class _Bench:
             with ThreadPoolExecutor(_THREADS) as pool:
                 connector = aiohttp.TCPConnector(limit=_THREADS)
                 async with aiohttp.ClientSession(connector=connector) as session:
+
                     async def one(key: str) -> None:
                         async with gate:
                             fd, put = self.sink(key)
@@ -132,7 +139,9 @@ class _Bench:
                                 async for chunk in response.content.iter_chunked(_BUFFER_BYTES):
                                     await loop.run_in_executor(pool, put, chunk)
                             os.close(fd)
+
                     await asyncio.gather(*(one(key) for key in self.keys))
+
         asyncio.run(run())
 
 
@@ -152,8 +161,10 @@ def _run(bench: _Bench, name: str, weed: psutil.Process) -> str:
     weed_cpu = weed_after.user + weed_after.system - weed_before.user - weed_before.system
     shutil.rmtree(bench.out)
     os.sync()
-    return (f"{name:17s} wall {wall:6.2f} s  CPU {cpu:5.2f} s  server CPU {weed_cpu:5.2f} s  "
-            f"load {os.getloadavg()[0]:.1f}")
+    return (
+        f"{name:17s} wall {wall:6.2f} s  CPU {cpu:5.2f} s  server CPU {weed_cpu:5.2f} s  "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,8 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="clipd-bench-candidates-") as tmp:
         work = Path(tmp)
         weed = _Weed(binary, work / "weed", access_key="bench", secret_key=uuid.uuid4().hex)
-        server = S3Server(weed.endpoint_url, weed.access_key, weed.secret_key, "us-east-1",
-                          weed.log_path, weed)
+        server = S3Server(
+            weed.endpoint_url, weed.access_key, weed.secret_key, "us-east-1", weed.log_path, weed
+        )
         server.start()
         try:
             _fill(server, "bench", work)

@@ -1,2 +1,3 @@
 """clipd: storage daemon for video clips."""
+
 __version__ = "0.1.0"

@@ -67,13 +67,18 @@ async def backup_service(daemon: Daemon) -> None:
             continue
         failures += 1
         delay = backoff_s(failures)
-        logger.warning("backup: %d of %d uploads failed; retrying in %.0f s",
-                       results.count(False), len(results), delay)
+        logger.warning(
+            "backup: %d of %d uploads failed; retrying in %.0f s",
+            results.count(False),
+            len(results),
+            delay,
+        )
         await asyncio.sleep(delay)
 
 
-async def _upload(daemon: Daemon, client: Any, bucket: str, prefix: str,
-                  record: ClipRecord) -> bool:
+async def _upload(
+    daemon: Daemon, client: Any, bucket: str, prefix: str, record: ClipRecord
+) -> bool:
     path = daemon.backend.local_path(record.relpath)
     assert path is not None
     key = join_key(prefix, record.relpath)

@@ -212,8 +212,9 @@ def _unlink_in(dir_fd: int, names: list[str], wanted: dict[str, Deletion], out: 
         deletion = wanted[name]
         try:
             if _held_by_other(name, dir_fd):
-                logger.info("skipping %s this round: another process holds a lock on it",
-                            deletion.relpath)
+                logger.info(
+                    "skipping %s this round: another process holds a lock on it", deletion.relpath
+                )
                 out.skipped.append(deletion)
                 continue
             os.unlink(name, dir_fd=dir_fd)
@@ -249,7 +250,10 @@ def _log_deletions(applied: Sequence[Deletion], now: float) -> None:
     for d in applied:
         logger.info(
             "deleted %s (job %s, %d bytes, %.1f h old): %s",
-            d.relpath, d.job_id or "-", d.size_bytes, (now - d.mtime_ns / 1e9) / 3600,
+            d.relpath,
+            d.job_id or "-",
+            d.size_bytes,
+            (now - d.mtime_ns / 1e9) / 3600,
             d.reason.value,
         )
 
@@ -288,8 +292,11 @@ def apply_blocking(ix: Index, clips_dir: Path, the_plan: Plan, now: float) -> Ap
 
 def _applied(unlinked: _Unlinked, dirs: Sequence[str]) -> Applied:
     return Applied(
-        tuple(unlinked.deleted), tuple(unlinked.skipped), tuple(unlinked.gone),
-        tuple(unlinked.failed), tuple(dirs),
+        tuple(unlinked.deleted),
+        tuple(unlinked.skipped),
+        tuple(unlinked.gone),
+        tuple(unlinked.failed),
+        tuple(dirs),
     )
 
 
@@ -340,8 +347,12 @@ async def run_once(daemon: Daemon) -> Applied:
     snapshot = await daemon.index.read(lambda ix: gather_blocking(ix, clips_dir, local))
     now = time.time()
     the_plan = plan(
-        snapshot.records, snapshot.usage, Policy.from_config(config.retention), now,
-        tmp_files=snapshot.tmp_files, busy=_busy(daemon.state.extras),
+        snapshot.records,
+        snapshot.usage,
+        Policy.from_config(config.retention),
+        now,
+        tmp_files=snapshot.tmp_files,
+        busy=_busy(daemon.state.extras),
         day_entries=snapshot.day_entries,
     )
     applied = await apply_plan(daemon.index, daemon.backend, clips_dir, the_plan, now)
@@ -349,7 +360,8 @@ async def run_once(daemon: Daemon) -> Applied:
         logger.warning(
             "retention targets still not met (%s): every other clip is protected "
             "(younger than %.0f minutes, being downloaded or locked)",
-            ", ".join(r.value for r in the_plan.unmet), config.retention.protect_recent_minutes,
+            ", ".join(r.value for r in the_plan.unmet),
+            config.retention.protect_recent_minutes,
         )
     metrics: Metrics = daemon.metrics
     metrics.retention_deleted_files.inc(len(applied.deleted))

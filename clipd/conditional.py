@@ -107,8 +107,9 @@ def _parse_range(value: str, size: int) -> Decision:
     return Decision(Outcome.PARTIAL, start, min(int(last) if last else size - 1, size - 1))
 
 
-def decide(method: str, headers: Mapping[str, str], etag: str, mtime_ns: int,
-           size_bytes: int) -> Decision:
+def decide(
+    method: str, headers: Mapping[str, str], etag: str, mtime_ns: int, size_bytes: int
+) -> Decision:
     """Evaluate the request's preconditions and Range against the clip (pure).
 
     ``etag`` is the strong validator without quotes (the SHA-256 hex); ``headers`` is
@@ -128,8 +129,10 @@ def decide(method: str, headers: Mapping[str, str], etag: str, mtime_ns: int,
             if safe:
                 return Decision(Outcome.NOT_MODIFIED, reason="If-None-Match matches")
             return Decision(Outcome.PRECONDITION_FAILED, reason="If-None-Match matches")
-    elif safe and (since := _date(headers, "If-Modified-Since")) is not None and (
-        modified_s <= since
+    elif (
+        safe
+        and (since := _date(headers, "If-Modified-Since")) is not None
+        and (modified_s <= since)
     ):
         return Decision(Outcome.NOT_MODIFIED, reason="not modified since If-Modified-Since")
     range_header = headers.get("Range")

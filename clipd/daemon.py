@@ -90,7 +90,11 @@ class Daemon:
             config=config, index=self.index, metrics=self.metrics, backend=self.backend
         )
         self.ingestor = Ingestor(
-            config.clips_dir, config.storage, config.ingest, self.index, self.metrics,
+            config.clips_dir,
+            config.storage,
+            config.ingest,
+            self.index,
+            self.metrics,
             stale_tmp_s=config.retention.stale_tmp_minutes * 60,
         )
         self.services = services or []
@@ -129,8 +133,12 @@ class Daemon:
             self.state.ready = True
             totals = self.index.totals
             self.notifier.send("READY=1", self._status_line(totals.files, totals.bytes))
-            logger.info("ready: %d clips, %d bytes, serving on %s", totals.files, totals.bytes,
-                        ", ".join(f"{h}:{p}" for h, p in self.bound))
+            logger.info(
+                "ready: %d clips, %d bytes, serving on %s",
+                totals.files,
+                totals.bytes,
+                ", ".join(f"{h}:{p}" for h, p in self.bound),
+            )
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(c) for c in self._background()]
                 await self._stop.wait()
@@ -150,7 +158,10 @@ class Daemon:
         report = await self.ingestor.reconcile()
         logger.info(
             "reconciled: %d examined, %d recorded, %d dropped, %d quarantined in %.3f s",
-            report.examined, report.recorded, report.dropped, report.quarantined,
+            report.examined,
+            report.recorded,
+            report.dropped,
+            report.quarantined,
             report.seconds,
         )
 
@@ -188,8 +199,9 @@ class Daemon:
     # -- parts --------------------------------------------------------------------------
 
     async def _start_watcher(self, quiet: bool = False) -> None:
-        watcher = Watcher(self.config.clips_dir, asyncio.get_running_loop(), self._on_fs_event,
-                          self.want_rescan)
+        watcher = Watcher(
+            self.config.clips_dir, asyncio.get_running_loop(), self._on_fs_event, self.want_rescan
+        )
         ok = await asyncio.to_thread(watcher.start_blocking, quiet)
         self._watcher = watcher
         if ok and self.state.watcher == "polling":
@@ -205,7 +217,10 @@ class Daemon:
         # keepalive_timeout also bounds a connection that never finishes its request
         # (aiohttp has no header timeout), so idle or slowloris sockets are reclaimed.
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, keepalive_timeout=_KEEPALIVE_S,
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=_KEEPALIVE_S,
             **(drain if on_runner else {}),
         )
         await self._runner.setup()
@@ -232,8 +247,7 @@ class Daemon:
                 self.want_rescan(f"folder {kind}")
             return
         settle = self.config.ingest.settle_seconds
-        for path, delay in ((src, settle if kind in {"created", "modified"} else 0.0),
-                            (dest, 0.0)):
+        for path, delay in ((src, settle if kind in {"created", "modified"} else 0.0), (dest, 0.0)):
             if not path or kind in {"opened", "closed_no_write", "attrib"}:
                 continue
             relpath = self.ingestor.relpath_of(path)
@@ -263,8 +277,14 @@ class Daemon:
             self.metrics.watcher_rescans.inc()
             report = await self.ingestor.reconcile()
             log = logger.info if report.examined or report.dropped else logger.debug
-            log("rescan (%s): %d examined, %d recorded, %d dropped, %d quarantined",
-                cause, report.examined, report.recorded, report.dropped, report.quarantined)
+            log(
+                "rescan (%s): %d examined, %d recorded, %d dropped, %d quarantined",
+                cause,
+                report.examined,
+                report.recorded,
+                report.dropped,
+                report.quarantined,
+            )
             interval = self.config.ingest.rescan_interval_seconds
             if self.state.watcher == "polling":
                 interval = min(interval, _POLL_RESCAN_S)
@@ -320,4 +340,3 @@ def _get(config: Config, dotted: str) -> Any:
     for part in dotted.split("."):
         value = getattr(value, part)
     return value
-

@@ -245,8 +245,9 @@ class Ingestor:
                 try:
                     await self.process(relpath, final)
                 except OSError:
-                    logger.error("ingest of %s failed; the next rescan retries", relpath,
-                                 exc_info=True)
+                    logger.error(
+                        "ingest of %s failed; the next rescan retries", relpath, exc_info=True
+                    )
                 if relpath not in self._again:
                     break
         finally:
@@ -317,9 +318,7 @@ class Ingestor:
         return Outcome.QUARANTINED
 
     async def _record(self, records: Sequence[ClipRecord]) -> list[str]:
-        reasons = await self._index.write(
-            lambda ix: _record_blocking(ix, self.clips_dir, records)
-        )
+        reasons = await self._index.write(lambda ix: _record_blocking(ix, self.clips_dir, records))
         # A whole-tree pass can record thousands of clips: one line per batch at info,
         # one per clip at debug (20k info lines cost a cold index a third of its time).
         bulk = len(records) > _QUIET_BATCH
@@ -333,14 +332,19 @@ class Ingestor:
             recorded_bytes += record.size_bytes
             if verbose:
                 logger.log(
-                    level, "recorded %s (job %s, %d bytes, sha256 %s)",
-                    record.relpath, record.job_id, record.size_bytes, record.sha256,
+                    level,
+                    "recorded %s (job %s, %d bytes, sha256 %s)",
+                    record.relpath,
+                    record.job_id,
+                    record.size_bytes,
+                    record.sha256,
                 )
         self._metrics.ingested_files.inc(recorded)
         self._metrics.ingested_bytes.inc(recorded_bytes)
         if bulk:
-            logger.info("recorded %d clips, %s to %s", recorded, records[0].relpath,
-                        records[-1].relpath)
+            logger.info(
+                "recorded %d clips, %s to %s", recorded, records[0].relpath, records[-1].relpath
+            )
         if any(not r for r in reasons):
             for callback in self.on_recorded:
                 callback()
@@ -409,8 +413,13 @@ class Ingestor:
                 name = parse_clip_name(relpath.partition("/")[2], self._extensions)
                 verdicts.append(
                     _examine_blocking(
-                        self.clips_dir, relpath, name,
-                        indexed.get(relpath), self.storage, settle_ns, now_ns,
+                        self.clips_dir,
+                        relpath,
+                        name,
+                        indexed.get(relpath),
+                        self.storage,
+                        settle_ns,
+                        now_ns,
                         False,
                     )
                 )
@@ -444,7 +453,8 @@ class Ingestor:
             removed += 1
             logger.warning(
                 "removed stale temp file %s (older than %.0f minutes: a writer crashed)",
-                relpath, self.stale_tmp_s / 60,
+                relpath,
+                self.stale_tmp_s / 60,
             )
         return removed
 
@@ -457,8 +467,17 @@ class Ingestor:
 
 def _reason_label(reason: str) -> str:
     """A small, bounded label value for the quarantine counter."""
-    for label in ("conflict", "symlink", "regular file", "signature", "min_bytes",
-                  "max_bytes", "name", "changing", "integrity"):
+    for label in (
+        "conflict",
+        "symlink",
+        "regular file",
+        "signature",
+        "min_bytes",
+        "max_bytes",
+        "name",
+        "changing",
+        "integrity",
+    ):
         if label in reason:
             return label.replace(" ", "_")
     return "other"

@@ -76,8 +76,15 @@ CONTENT_TYPES = {
 # Conditional and negotiation headers aiohttp's FileResponse would evaluate against its
 # own mtime-size ETag (and, for Accept-Encoding, a sibling .gz/.br file it would send
 # instead of the verified clip): clipd decides these itself, so they never reach it.
-_STRIPPED = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
-             "If-Range", "Range", "Accept-Encoding")
+_STRIPPED = (
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+    "If-Range",
+    "Range",
+    "Accept-Encoding",
+)
 _FULL_PREFIX = "full/"
 # Compared with request entity-tags when a clip has no SHA-256: no entity-tag's opaque
 # part can hold a DQUOTE (RFC 9110 §8.8.3), so only "*" matches it.
@@ -106,8 +113,7 @@ def require_writer(request: web.Request, config: WebConfig) -> None:
     """Check ``Authorization: Bearer <api_token>`` in constant time (403/401 otherwise)."""
     if not config.api_token:
         raise Forbidden(
-            "writes are disabled: set CLIPD_API_TOKEN (or [web] api_token) to enable PUT and "
-            "DELETE"
+            "writes are disabled: set CLIPD_API_TOKEN (or [web] api_token) to enable PUT and DELETE"
         )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     good = hmac.compare_digest(
@@ -243,21 +249,24 @@ async def _verified(state: State, found: _Found) -> ClipRecord:
         return record
     if local is None:
         # Remote bytes cannot be re-hashed cheaply; refuse until a re-listing re-checks them.
-        await _refuse(state, record, f"stored object changed: {current} != {record.identity}",
-                      local=False)
+        await _refuse(
+            state, record, f"stored object changed: {current} != {record.identity}", local=False
+        )
     try:
         sha256, identity = await asyncio.to_thread(sha256_file, local)
     except FileNotFoundError:
         raise NotFound(f"the file of job {record.job_id} is gone") from None
     except FileChangedError:
-        logger.warning("job %s: %s is being modified right now; refused", record.job_id,
-                       record.relpath)
+        logger.warning(
+            "job %s: %s is being modified right now; refused", record.job_id, record.relpath
+        )
         raise IntegrityMismatch(
             f"the file of job {record.job_id} is being modified; it is not served"
         ) from None
     except NotRegularFileError:
-        await _refuse(state, record, "became a folder, FIFO or device: only regular files "
-                      "are served")
+        await _refuse(
+            state, record, "became a folder, FIFO or device: only regular files are served"
+        )
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
@@ -277,19 +286,26 @@ async def _refresh(state: State, record: ClipRecord, identity: Identity) -> Clip
         verified_at=_clock(state)(),
     )
     await state.index.write(lambda ix: ix.upsert(refreshed))
-    logger.info("job %s: %s was touched but its bytes still match; record refreshed",
-                record.job_id, record.relpath)
+    logger.info(
+        "job %s: %s was touched but its bytes still match; record refreshed",
+        record.job_id,
+        record.relpath,
+    )
     return refreshed
 
 
 async def _refuse(state: State, record: ClipRecord, reason: str, local: bool = True) -> NoReturn:
     """Count, log and (for a local file) quarantine a clip whose bytes changed; raises 409."""
     state.metrics.integrity_mismatches.inc()
-    logger.error("integrity mismatch on download of job %s (%s): %s", record.job_id,
-                 record.relpath, reason)
+    logger.error(
+        "integrity mismatch on download of job %s (%s): %s", record.job_id, record.relpath, reason
+    )
     if local:
         moved = await asyncio.to_thread(
-            quarantine_file, state.clips_dir, record.relpath, f"integrity: {reason}",
+            quarantine_file,
+            state.clips_dir,
+            record.relpath,
+            f"integrity: {reason}",
             record.job_id,
         )
         await state.index.write(lambda ix: ix.delete(record.job_id))
@@ -297,7 +313,8 @@ async def _refuse(state: State, record: ClipRecord, reason: str, local: bool = T
             state.metrics.quarantined_files.labels("integrity").inc()
     raise IntegrityMismatch(
         f"the file of job {record.job_id} no longer matches its SHA-256; it was quarantined"
-        if local else f"the stored object of job {record.job_id} changed; it is not served"
+        if local
+        else f"the stored object of job {record.job_id} changed; it is not served"
     )
 
 
@@ -313,8 +330,15 @@ class _ClipFileResponse(web.FileResponse):
     clone without those headers and with only the Range clipd chose to honour.
     """
 
-    def __init__(self, path: Path, headers: dict[str, str], request: web.BaseRequest,
-                 decision: Decision, job_id: str, downloading: Counter[str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        headers: dict[str, str],
+        request: web.BaseRequest,
+        decision: Decision,
+        job_id: str,
+        downloading: Counter[str],
+    ) -> None:
         super().__init__(path, headers=headers)
         self._job_id = job_id
         self._downloading = downloading
@@ -366,11 +390,14 @@ def _check_signature(state: State, request: web.Request, job_id: str) -> None:
         return
     if not config.signing_key:
         raise Forbidden("signed downloads are required but web.signing_key is empty")
-    verdict = verify(config.signing_key, request.method, download_path(job_id), request.query,
-                     _clock(state)())
+    verdict = verify(
+        config.signing_key, request.method, download_path(job_id), request.query, _clock(state)()
+    )
     if verdict is not Verdict.OK:
-        raise Forbidden(f"a valid signed link is required (link is {verdict.value}); "
-                        "get one with `clipd sign JOB_ID`")
+        raise Forbidden(
+            f"a valid signed link is required (link is {verdict.value}); "
+            "get one with `clipd sign JOB_ID`"
+        )
 
 
 def _body_bytes(decision: Decision, record: ClipRecord, method: str) -> int:
@@ -388,8 +415,13 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     _check_signature(state, request, job_id)
     found = await _find(state, job_id)
     record = await _verified(state, found)
-    decision = decide(request.method, request.headers, record.sha256 or _NO_ETAG,
-                      record.mtime_ns, record.size_bytes)
+    decision = decide(
+        request.method,
+        request.headers,
+        record.sha256 or _NO_ETAG,
+        record.mtime_ns,
+        record.size_bytes,
+    )
     headers = _clip_headers(record, state.config.web)
     response = await _respond(state, request, record, found.local, decision, headers)
     state.metrics.downloads.labels(str(response.status)).inc()
@@ -401,8 +433,14 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _respond(state: State, request: web.Request, record: ClipRecord, local: Path | None,
-                   decision: Decision, headers: dict[str, str]) -> web.StreamResponse:
+async def _respond(
+    state: State,
+    request: web.Request,
+    record: ClipRecord,
+    local: Path | None,
+    decision: Decision,
+    headers: dict[str, str],
+) -> web.StreamResponse:
     outcome = decision.outcome
     if outcome is Outcome.PRECONDITION_FAILED:
         raise PreconditionFailed(decision.reason)
@@ -457,8 +495,12 @@ async def delete_job(request: web.Request) -> web.Response:
     require_writer(request, state.config.web)
     record = await _lookup(state, job_id)
     existed = await remove_clip(state.index, state.backend, record)
-    logger.info("deleted job %s (%s) on request%s", job_id, record.relpath,
-                "" if existed else "; its file was already gone")
+    logger.info(
+        "deleted job %s (%s) on request%s",
+        job_id,
+        record.relpath,
+        "" if existed else "; its file was already gone",
+    )
     return web.Response(status=204)
 
 

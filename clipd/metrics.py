@@ -60,7 +60,8 @@ class Metrics:
             registry=r,
         )
         self.retention_last_duration = Gauge(
-            "clipd_retention_last_run_duration_seconds", "How long the last retention run took.",
+            "clipd_retention_last_run_duration_seconds",
+            "How long the last retention run took.",
             registry=r,
         )
         self.event_loop_lag = Histogram(
@@ -98,16 +99,25 @@ class IndexCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         g = self._gauges()
         for name, doc, value in (
-            ("clipd_ready", "1 once the index is reconciled and the server is serving.",
-             1.0 if g.ready else 0.0),
+            (
+                "clipd_ready",
+                "1 once the index is reconciled and the server is serving.",
+                1.0 if g.ready else 0.0,
+            ),
             ("clipd_clip_files", "Clips in the index.", g.files),
             ("clipd_clip_bytes", "Bytes of clips in the index.", g.size_bytes),
             ("clipd_disk_total_bytes", "Size of the clips filesystem.", g.disk_total_bytes),
             ("clipd_disk_free_bytes", "Free bytes on the clips filesystem.", g.disk_free_bytes),
-            ("clipd_disk_used_ratio", "Used fraction (0-1) of the clips filesystem.",
-             g.disk_used_bytes / g.disk_total_bytes if g.disk_total_bytes else 0.0),
-            ("clipd_backup_backlog_files", "Clips not yet copied to the backup bucket.",
-             g.backlog_files),
+            (
+                "clipd_disk_used_ratio",
+                "Used fraction (0-1) of the clips filesystem.",
+                g.disk_used_bytes / g.disk_total_bytes if g.disk_total_bytes else 0.0,
+            ),
+            (
+                "clipd_backup_backlog_files",
+                "Clips not yet copied to the backup bucket.",
+                g.backlog_files,
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=float(value))
 

@@ -67,8 +67,11 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "moved": self.moved, "skipped": self.present, "failed": self.failed,
-            "not_clips": len(self.not_clips), "bytes": self.bytes,
+            "moved": self.moved,
+            "skipped": self.present,
+            "failed": self.failed,
+            "not_clips": len(self.not_clips),
+            "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "mb_per_second": round(self.bytes / _MB / self.seconds, 1) if self.seconds else 0.0,
             "not_clip_objects": [{"key": k, "reason": r} for k, r in self.not_clips],
@@ -84,8 +87,9 @@ def plan_migration(
     not_clips: list[tuple[str, str]] = []
     owners: dict[str, str] = {}
     for info in sorted(listed, key=lambda i: i.key):
-        plan = plan_key(info.key, prefix, info.size_bytes, info.last_modified_s, extensions,
-                        max_bytes)
+        plan = plan_key(
+            info.key, prefix, info.size_bytes, info.last_modified_s, extensions, max_bytes
+        )
         if isinstance(plan, NotClip):
             if plan is not NotClip.FOLDER:
                 not_clips.append((info.key, plan.value))
@@ -134,8 +138,10 @@ class _Progress:
             return
         self.last = now
         rate = self.size / _MB / max(now - self.started, 1e-6)
-        line = (f"{self.files}/{self.total_files} objects, {self.size / _MB:.1f}/"
-                f"{self.total_bytes / _MB:.1f} MB, {rate:.1f} MB/s")
+        line = (
+            f"{self.files}/{self.total_files} objects, {self.size / _MB:.1f}/"
+            f"{self.total_bytes / _MB:.1f} MB, {rate:.1f} MB/s"
+        )
         if self.tty:
             self.stream.write("\r" + line)
             self.stream.flush()
@@ -163,8 +169,10 @@ def _commit(index: Index, clips_dir: Path, batch: list[Result], backed_up: bool)
             # that appeared there since the listing is never overwritten.
             os.link(result.tmp, dest)
         except FileExistsError:
-            logger.warning("%s appeared while migrating; left as it is (not overwritten)",
-                           result.item.plan.local_relpath)
+            logger.warning(
+                "%s appeared while migrating; left as it is (not overwritten)",
+                result.item.plan.local_relpath,
+            )
             continue
         finally:
             os.unlink(result.tmp)
@@ -179,10 +187,19 @@ def _row(result: Result, dest: Path, now: float, backed_up: bool) -> ClipRecord:
     plan = result.item.plan
     identity = identity_of(os.lstat(dest))
     return ClipRecord(
-        job_id=plan.name.job_id, relpath=plan.local_relpath, day=plan.day, title=plan.name.title,
-        ext=plan.name.ext, size_bytes=identity.size_bytes, mtime_ns=identity.mtime_ns,
-        ctime_ns=identity.ctime_ns, inode=identity.inode, sha256=result.sha256,
-        ingested_at=now, verified_at=now, backed_up=backed_up,
+        job_id=plan.name.job_id,
+        relpath=plan.local_relpath,
+        day=plan.day,
+        title=plan.name.title,
+        ext=plan.name.ext,
+        size_bytes=identity.size_bytes,
+        mtime_ns=identity.mtime_ns,
+        ctime_ns=identity.ctime_ns,
+        inode=identity.inode,
+        sha256=result.sha256,
+        ingested_at=now,
+        verified_at=now,
+        backed_up=backed_up,
     )
 
 
@@ -203,8 +220,9 @@ def list_source(client: Any, bucket: str, prefix: str, config: Config) -> Migrat
         listed = list(list_objects(client, bucket, prefix))
     except (BotoCoreError, ClientError) as exc:
         raise StorageError(f"listing s3://{bucket}/{prefix}: {exc}") from exc
-    return plan_migration(listed, prefix, frozenset(config.storage.extensions),
-                          config.storage.max_bytes)
+    return plan_migration(
+        listed, prefix, frozenset(config.storage.extensions), config.storage.max_bytes
+    )
 
 
 def run_migrate(args: argparse.Namespace, config: Config) -> Summary:
@@ -220,24 +238,35 @@ def run_migrate(args: argparse.Namespace, config: Config) -> Summary:
     present = _present(clips_dir, plan.items, create=not args.dry_run)
     if args.dry_run:
         for item in plan.items:
-            print(f"{'present' if item.plan.local_relpath in present else 'would move'}: "
-                  f"{item.info.key} -> {item.plan.local_relpath}")
+            print(
+                f"{'present' if item.plan.local_relpath in present else 'would move'}: "
+                f"{item.info.key} -> {item.plan.local_relpath}"
+            )
         summary.seconds = time.monotonic() - started
         return summary
     index = Index(index_path(clips_dir))
     fetcher = Fetcher(client, bucket, clips_dir, {})
     try:
         fetcher.rows = {r.relpath: r for r in index.records()}
-        progress = _Progress(len(plan.items), sum(i.info.size_bytes for i in plan.items),
-                             sys.stderr)
+        progress = _Progress(
+            len(plan.items), sum(i.info.size_bytes for i in plan.items), sys.stderr
+        )
         backed_up = bucket == config.backup.s3_bucket
         with ThreadPoolExecutor(args.concurrency, thread_name_prefix="clipd-migrate") as pool:
             # Largest first: a big object started last would run alone at the end.
             ordered = sorted(plan.items, key=lambda i: -i.info.size_bytes)
-            futures = [pool.submit(fetcher.fetch, item, item.plan.local_relpath in present)
-                       for item in ordered]
-            _collect(as_completed(futures), summary, progress,
-                     lambda batch: _commit(index, clips_dir, batch, backed_up), index, clips_dir)
+            futures = [
+                pool.submit(fetcher.fetch, item, item.plan.local_relpath in present)
+                for item in ordered
+            ]
+            _collect(
+                as_completed(futures),
+                summary,
+                progress,
+                lambda batch: _commit(index, clips_dir, batch, backed_up),
+                index,
+                clips_dir,
+            )
         progress.close()
     finally:
         fetcher.close()
@@ -260,8 +289,14 @@ def _present(clips_dir: Path, items: tuple[Item, ...], create: bool) -> set[str]
     return present
 
 
-def _collect(done: Iterator[Future[Result]], summary: Summary, progress: _Progress,
-             commit: Callable[[list[Result]], None], index: Index, clips_dir: Path) -> None:
+def _collect(
+    done: Iterator[Future[Result]],
+    summary: Summary,
+    progress: _Progress,
+    commit: Callable[[list[Result]], None],
+    index: Index,
+    clips_dir: Path,
+) -> None:
     batch: list[Result] = []
     batch_bytes = 0
     for future in done:
@@ -293,7 +328,10 @@ def _record_present(index: Index, clips_dir: Path, result: Result) -> None:
     """A verified clip already in the tree: make sure the index has its row."""
     row = index.get(result.item.plan.name.job_id)
     dest = clips_dir / result.item.plan.local_relpath
-    if row is not None and row.relpath == result.item.plan.local_relpath and \
-            row.identity == identity_of(os.lstat(dest)):
+    if (
+        row is not None
+        and row.relpath == result.item.plan.local_relpath
+        and row.identity == identity_of(os.lstat(dest))
+    ):
         return
     index.upsert(_row(result, dest, time.time(), row.backed_up if row else False))

@@ -51,9 +51,11 @@ def _print_summary(summary: Summary, as_json: bool, verb: str) -> None:
         print(f"not a clip: {key}: {reason}")
     for key, reason in summary.failures:
         print(f"failed: {key}: {reason}")
-    print(f"{verb}: {data['moved']} moved, {data['skipped']} skipped (present), "
-          f"{data['not_clips']} not clips, {data['failed']} failed, {data['bytes']} bytes in "
-          f"{data['seconds']} s ({data['mb_per_second']} MB/s)")
+    print(
+        f"{verb}: {data['moved']} moved, {data['skipped']} skipped (present), "
+        f"{data['not_clips']} not clips, {data['failed']} failed, {data['bytes']} bytes in "
+        f"{data['seconds']} s ({data['mb_per_second']} MB/s)"
+    )
 
 
 def _cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -66,21 +68,25 @@ def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = _config(args, environ)
     client, bucket, prefix = source_of(args.source, config, args.concurrency + 4)
     plan = list_source(client, bucket, prefix, config)
-    report = verify_tree(Fetcher(client, bucket, config.clips_dir, {}), plan, config.clips_dir,
-                         args.concurrency)
+    report = verify_tree(
+        Fetcher(client, bucket, config.clips_dir, {}), plan, config.clips_dir, args.concurrency
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for kind in ("missing", "extra", "different"):
             for entry in report[kind]:
                 print(f"{kind}: {entry['job_id']}: {entry['detail']}")
-        print(f"verify-migration: {report['matching']} match, {len(report['missing'])} missing, "
-              f"{len(report['extra'])} extra, {len(report['different'])} different")
+        print(
+            f"verify-migration: {report['matching']} match, {len(report['missing'])} missing, "
+            f"{len(report['extra'])} extra, {len(report['different'])} different"
+        )
     return 0 if not (report["missing"] or report["extra"] or report["different"]) else 1
 
 
-def verify_tree(fetcher: Fetcher, plan: MigratePlan, clips_dir: Path,
-                concurrency: int) -> dict[str, Any]:
+def verify_tree(
+    fetcher: Fetcher, plan: MigratePlan, clips_dir: Path, concurrency: int
+) -> dict[str, Any]:
     """Compare every clip object with the local copy (size and hash); blocks."""
     rows: dict[str, ClipRecord] = {}
     if index_path(clips_dir).exists():
@@ -106,11 +112,15 @@ def verify_tree(fetcher: Fetcher, plan: MigratePlan, clips_dir: Path,
         outcomes = list(pool.map(check, plan.items))
     report: dict[str, Any] = {
         "matching": sum(1 for kind, _ in outcomes if kind == "ok"),
-        "missing": [], "extra": [], "different": []}
+        "missing": [],
+        "extra": [],
+        "different": [],
+    }
     for item, (kind, detail) in zip(plan.items, outcomes, strict=True):
         if kind != "ok":
             report[kind].append(
-                {"job_id": item.plan.name.job_id, "key": item.info.key, "detail": detail})
+                {"job_id": item.plan.name.job_id, "key": item.info.key, "detail": detail}
+            )
     for relpath in sorted(walk_tree(clips_dir).files if clips_dir.is_dir() else {}):
         parsed = parse_relpath(relpath)
         if relpath not in expected_paths and parsed is not None:
@@ -126,13 +136,17 @@ def lifecycle_rule(config: Config) -> dict[str, Any]:
     """
     days = max(1, math.ceil(config.retention.max_age_hours / 24))
     prefix = config.s3.prefix.strip("/")
-    return {"Rules": [{
-        "ID": "clipd-max-age",
-        "Status": "Enabled",
-        "Filter": {"Prefix": f"{prefix}/" if prefix else ""},
-        "Expiration": {"Days": days},
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-    }]}
+    return {
+        "Rules": [
+            {
+                "ID": "clipd-max-age",
+                "Status": "Enabled",
+                "Filter": {"Prefix": f"{prefix}/" if prefix else ""},
+                "Expiration": {"Days": days},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            }
+        ]
+    }
 
 
 def _cmd_lifecycle(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -155,10 +169,19 @@ def _cmd_lifecycle(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _add_source(cmd: argparse.ArgumentParser, what: str) -> None:
-    cmd.add_argument("--from", dest="source", required=True, metavar="s3://BUCKET[/PREFIX]",
-                     help=f"bucket (and optional prefix) to {what}")
-    cmd.add_argument("--concurrency", type=int, default=_DEFAULT_CONCURRENCY,
-                     help=f"objects handled at once (default {_DEFAULT_CONCURRENCY})")
+    cmd.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="s3://BUCKET[/PREFIX]",
+        help=f"bucket (and optional prefix) to {what}",
+    )
+    cmd.add_argument(
+        "--concurrency",
+        type=int,
+        default=_DEFAULT_CONCURRENCY,
+        help=f"objects handled at once (default {_DEFAULT_CONCURRENCY})",
+    )
     cmd.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -171,16 +194,19 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
         cmd = sub.add_parser(name, help=help_text)
         add_common(cmd)
         _add_source(cmd, "copy from")
-        cmd.add_argument("--dry-run", action="store_true",
-                         help="list what would be moved; change nothing")
+        cmd.add_argument(
+            "--dry-run", action="store_true", help="list what would be moved; change nothing"
+        )
         cmd.set_defaults(handler=_cmd_migrate)
-    verify = sub.add_parser("verify-migration",
-                            help="compare the local tree with a bucket, clip by clip")
+    verify = sub.add_parser(
+        "verify-migration", help="compare the local tree with a bucket, clip by clip"
+    )
     add_common(verify)
     _add_source(verify, "compare with")
     verify.set_defaults(handler=_cmd_verify)
-    life = sub.add_parser("s3-lifecycle",
-                          help="the bucket lifecycle rule matching retention.max_age_hours")
+    life = sub.add_parser(
+        "s3-lifecycle", help="the bucket lifecycle rule matching retention.max_age_hours"
+    )
     add_common(life)
     mode = life.add_mutually_exclusive_group(required=True)
     mode.add_argument("--print", action="store_true", help="print the rule only")

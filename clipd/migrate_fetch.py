@@ -119,11 +119,12 @@ def _head_mapping(response: HTTPResponse) -> dict[str, Any]:
         head["ContentLength"] = int(length)
     if "x-amz-meta-sha256" in headers:
         head["Metadata"] = {"sha256": headers["x-amz-meta-sha256"]}
-    for name, key in (("x-amz-checksum-sha256", "ChecksumSHA256"),
-                      ("x-amz-checksum-type", "ChecksumType"),
-                      ("x-amz-server-side-encryption", "ServerSideEncryption"),
-                      ("x-amz-server-side-encryption-customer-algorithm",
-                       "SSECustomerAlgorithm")):
+    for name, key in (
+        ("x-amz-checksum-sha256", "ChecksumSHA256"),
+        ("x-amz-checksum-type", "ChecksumType"),
+        ("x-amz-server-side-encryption", "ServerSideEncryption"),
+        ("x-amz-server-side-encryption-customer-algorithm", "SSECustomerAlgorithm"),
+    ):
         if name in headers:
             head[key] = headers[name]
     return head
@@ -136,8 +137,9 @@ class Fetcher:
     plain ``http.client``. ``rows`` maps relpath to the index row of present clips.
     """
 
-    def __init__(self, client: Any, bucket: str, clips_dir: Path,
-                 rows: dict[str, ClipRecord]) -> None:
+    def __init__(
+        self, client: Any, bucket: str, clips_dir: Path, rows: dict[str, ClipRecord]
+    ) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         self.client = client
@@ -148,8 +150,14 @@ class Fetcher:
         # Every open connection of every thread, so that close() can reach them all.
         self._open: set[HTTPConnection] = set()
         self._open_lock = threading.Lock()
-        self._retryable = (OSError, HTTPException, ClipdError, ValueError, BotoCoreError,
-                           ClientError)
+        self._retryable = (
+            OSError,
+            HTTPException,
+            ClipdError,
+            ValueError,
+            BotoCoreError,
+            ClientError,
+        )
         # Written with O_DIRECT where the filesystem allows it (cleared at the first
         # refusal): the bytes go from our buffer to the disk without a page-cache copy
         # (a sixth of the CPU time) or write-back work; syncfs then only commits metadata.
@@ -202,21 +210,31 @@ class Fetcher:
         """A file is already at the target: PRESENT if it is the object's bytes. Blocks."""
         st = os.lstat(dest)
         if st.st_size != item.info.size_bytes:
-            return Result(item, Status.FAILED,
-                          f"{item.plan.local_relpath} exists with {st.st_size} bytes, object has "
-                          f"{item.info.size_bytes}; remove it to fetch again")
+            return Result(
+                item,
+                Status.FAILED,
+                f"{item.plan.local_relpath} exists with {st.st_size} bytes, object has "
+                f"{item.info.size_bytes}; remove it to fetch again",
+            )
         expected = expected_from_head(self.head(item.info.key))
         row = self.rows.get(item.plan.local_relpath)
-        if (expected.check in _SHA256_CHECKS and row is not None
-                and row.identity == identity_of(st) and row.sha256):
+        if (
+            expected.check in _SHA256_CHECKS
+            and row is not None
+            and row.identity == identity_of(st)
+            and row.sha256
+        ):
             if bytes.fromhex(row.sha256) == expected.digest:
                 return Result(item, Status.PRESENT, sha256=row.sha256)
             return Result(item, Status.FAILED, f"{item.plan.local_relpath} differs from the object")
         outcome, sha = hash_local(dest, expected, self._part_size(expected, item.info.key))
         if outcome.verdict is Verdict.MATCH:
             return Result(item, Status.PRESENT, sha256=sha)
-        return Result(item, Status.FAILED,
-                      f"{item.plan.local_relpath} differs from the object: {outcome.reason}")
+        return Result(
+            item,
+            Status.FAILED,
+            f"{item.plan.local_relpath} differs from the object: {outcome.reason}",
+        )
 
     def _part_size(self, expected: Expected, key: str) -> int | None:
         if not expected.needs_part_size:
@@ -232,7 +250,9 @@ class Fetcher:
         if not reused:
             connections[slot] = (
                 HTTPSConnection(parts.netloc, timeout=_TIMEOUT_S, context=self._tls)
-                if parts.scheme == "https" else HTTPConnection(parts.netloc, timeout=_TIMEOUT_S))
+                if parts.scheme == "https"
+                else HTTPConnection(parts.netloc, timeout=_TIMEOUT_S)
+            )
             with self._open_lock:
                 self._open.add(connections[slot])
         try:
@@ -255,7 +275,8 @@ class Fetcher:
     def _download(self, item: Item, dest: Path) -> Result:
         key = item.info.key
         url = self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=_PRESIGN_TTL_S)
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=_PRESIGN_TTL_S
+        )
         slot, response = self._get(url)
         # An error answer or a body not read to the end leaves bytes on the connection:
         # reused, the next GET would read them as its answer. Only a drained one is kept.
@@ -263,14 +284,18 @@ class Fetcher:
         try:
             if response.status != 200:
                 code = _ERROR_CODE.search(response.read(_ERROR_BODY_BYTES))
-                raise StorageError(f"s3://{self.bucket}/{key}: GET answered {response.status}"
-                                   + (f" {code[1].decode(errors='replace')}" if code else ""))
+                raise StorageError(
+                    f"s3://{self.bucket}/{key}: GET answered {response.status}"
+                    + (f" {code[1].decode(errors='replace')}" if code else "")
+                )
             expected = expected_from_head(_head_mapping(response))
             if expected.check is Check.NONE:
                 return Result(item, Status.FAILED, f"cannot verify: {expected.reason}")
             digest: Digester | _Sha256Only = (
-                _Sha256Only() if expected.check in _SHA256_CHECKS
-                else Digester(self._part_size(expected, key)))
+                _Sha256Only()
+                if expected.check in _SHA256_CHECKS
+                else Digester(self._part_size(expected, key))
+            )
             tmp = dest.parent / f".{dest.name}{TMP_SUFFIX}"
             bad = self._copy_to(tmp, response, digest, item.plan.name.ext)
             drained = bad is None
@@ -286,8 +311,9 @@ class Fetcher:
             raise StorageError(f"s3://{self.bucket}/{key}: {outcome.reason}")
         return Result(item, Status.MOVED, sha256=digest.sha256().hex(), tmp=tmp)
 
-    def _copy_to(self, tmp: Path, response: HTTPResponse, digest: Digester | _Sha256Only,
-                 ext: str) -> NotClip | None:
+    def _copy_to(
+        self, tmp: Path, response: HTTPResponse, digest: Digester | _Sha256Only, ext: str
+    ) -> NotClip | None:
         """Stream the body into ``tmp`` through the digest; a cut body leaves no file."""
         buffer = self._state.buffer
         fd, direct = _open_tmp(tmp, self.direct)
@@ -305,7 +331,7 @@ class Fetcher:
                 size += count
                 if direct and count % _DIRECT_ALIGN_BYTES:
                     # Only the last chunk is short: pad it, the truncate below cuts it.
-                    chunk = buffer[:-(-count // _DIRECT_ALIGN_BYTES) * _DIRECT_ALIGN_BYTES]
+                    chunk = buffer[: -(-count // _DIRECT_ALIGN_BYTES) * _DIRECT_ALIGN_BYTES]
                 _write_all(fd, chunk)
             if direct:
                 os.ftruncate(fd, size)
@@ -336,7 +362,7 @@ def _open_tmp(tmp: Path, direct: bool) -> tuple[int, bool]:
 
 def _write_all(fd: int, chunk: memoryview) -> None:
     while chunk:
-        chunk = chunk[os.write(fd, chunk):]
+        chunk = chunk[os.write(fd, chunk) :]
 
 
 def hash_local(path: Path, expected: Expected, part_size: int | None) -> tuple[Outcome, str]:

@@ -49,7 +49,8 @@ def add_commands(
     cleanup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     cleanup.add_argument("--max-age", metavar="HOURS", help="retention.max_age_hours")
     cleanup.add_argument(
-        "--size-threshold", metavar="GB",
+        "--size-threshold",
+        metavar="GB",
         help="retention.max_size_gb: evict oldest first above this many decimal GB (10^9 bytes)",
     )
     cleanup.add_argument("--json", action="store_true", help="machine-readable output")
@@ -58,18 +59,33 @@ def add_commands(
     report = sub.add_parser("report", help="files, sizes, ages, downloads and growth")
     add_common(report)
     report.add_argument("--json", action="store_true", help="machine-readable output")
-    report.add_argument("--since", metavar="DAYS", type=int, default=7,
-                        help="download statistics over the last DAYS days (default 7)")
+    report.add_argument(
+        "--since",
+        metavar="DAYS",
+        type=int,
+        default=7,
+        help="download statistics over the last DAYS days (default 7)",
+    )
     report.set_defaults(handler=_cmd_report)
 
     monitor = sub.add_parser(
         "monitor", help="one status line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
     )
     add_common(monitor)
-    monitor.add_argument("--warning", metavar="PERCENT", type=float, default=80.0,
-                         help="disk use that is a WARNING (default 80)")
-    monitor.add_argument("--critical", metavar="PERCENT", type=float, default=90.0,
-                         help="disk use that is CRITICAL (default 90)")
+    monitor.add_argument(
+        "--warning",
+        metavar="PERCENT",
+        type=float,
+        default=80.0,
+        help="disk use that is a WARNING (default 80)",
+    )
+    monitor.add_argument(
+        "--critical",
+        metavar="PERCENT",
+        type=float,
+        default=90.0,
+        help="disk use that is CRITICAL (default 90)",
+    )
     monitor.set_defaults(handler=_cmd_monitor)
 
     verify = sub.add_parser("verify", help="re-hash every clip against the index")
@@ -103,7 +119,8 @@ def _gb(size: int) -> str:
 
 def _cmd_cleanup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = config_from_args(
-        args, environ,
+        args,
+        environ,
         extra={
             "retention.max_age_hours": ("--max-age", args.max_age),
             "retention.max_size_gb": ("--size-threshold", args.size_threshold),
@@ -116,13 +133,18 @@ def _cmd_cleanup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         snapshot = gather_blocking(ix, clips_dir, local=True)
         now = time.time()
         the_plan = plan(
-            snapshot.records, snapshot.usage, Policy.from_config(config.retention), now,
-            tmp_files=snapshot.tmp_files, day_entries=snapshot.day_entries,
+            snapshot.records,
+            snapshot.usage,
+            Policy.from_config(config.retention),
+            now,
+            tmp_files=snapshot.tmp_files,
+            day_entries=snapshot.day_entries,
         )
         if snapshot.unindexed:
             logger.warning(
                 "%d files on disk are not in the index yet and are left alone "
-                "(the daemon indexes them)", len(snapshot.unindexed),
+                "(the daemon indexes them)",
+                len(snapshot.unindexed),
             )
         applied = None if args.dry_run else apply_blocking(ix, clips_dir, the_plan, now)
     finally:
@@ -146,13 +168,17 @@ def _print_plan(the_plan: Plan, now: float, out: TextIO) -> None:
     )
     for d in the_plan.deletions:
         age_h = (now - d.mtime_ns / 1e9) / 3600
-        print(f"  {d.reason.value:<9} {d.relpath}  {_mb(d.size_bytes)}  {age_h:.1f} h old",
-              file=out)
+        print(
+            f"  {d.reason.value:<9} {d.relpath}  {_mb(d.size_bytes)}  {age_h:.1f} h old", file=out
+        )
     for day in the_plan.empty_days:
         print(f"  {'rmdir':<9} {day}/", file=out)
     if the_plan.unmet:
-        print("Targets still unmet (the rest is protected): "
-              + ", ".join(r.value for r in the_plan.unmet), file=out)
+        print(
+            "Targets still unmet (the rest is protected): "
+            + ", ".join(r.value for r in the_plan.unmet),
+            file=out,
+        )
 
 
 def _cleanup_json(
@@ -163,8 +189,13 @@ def _cleanup_json(
         "planned_files": the_plan.files,
         "planned_bytes": the_plan.bytes,
         "deletions": [
-            {"relpath": d.relpath, "job_id": d.job_id, "reason": d.reason.value,
-             "size_bytes": d.size_bytes, "age_hours": round((now - d.mtime_ns / 1e9) / 3600, 3)}
+            {
+                "relpath": d.relpath,
+                "job_id": d.job_id,
+                "reason": d.reason.value,
+                "size_bytes": d.size_bytes,
+                "age_hours": round((now - d.mtime_ns / 1e9) / 3600, 3),
+            }
             for d in the_plan.deletions
         ],
         "empty_dirs": list(the_plan.empty_days),
@@ -292,16 +323,18 @@ class _Progress:
         frac = min(self.done_bytes / self.total, 1.0)
         if self.tty:
             bar = "#" * int(frac * 30)
-            self.out.write(
-                f"\rverify [{bar:<30}] {frac:6.1%} {self.done_files}/{self.files} clips"
-            )
+            self.out.write(f"\rverify [{bar:<30}] {frac:6.1%} {self.done_files}/{self.files} clips")
             self.out.flush()
             return
         tenth = int(frac * 10)
         if tenth != self._last_tenth:
             self._last_tenth = tenth
-            print(f"verify: {self.done_files}/{self.files} clips, {_mb(self.done_bytes)} "
-                  f"({frac:.0%})", file=self.out, flush=True)
+            print(
+                f"verify: {self.done_files}/{self.files} clips, {_mb(self.done_bytes)} "
+                f"({frac:.0%})",
+                file=self.out,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.tty:
@@ -337,13 +370,29 @@ def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if digest is None:
                 missing.append(record.relpath)
             elif digest != record.sha256:
-                changed.append({"relpath": record.relpath, "job_id": record.job_id,
-                                "expected": record.sha256, "actual": digest})
+                changed.append(
+                    {
+                        "relpath": record.relpath,
+                        "job_id": record.job_id,
+                        "expected": record.sha256,
+                        "actual": digest,
+                    }
+                )
     progress.close()
     ok = len(records) - len(missing) - len(changed)
     if args.json:
-        print(json.dumps({"checked": len(records), "ok": ok, "missing": missing,
-                          "changed": changed, "unindexed": unindexed}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "checked": len(records),
+                    "ok": ok,
+                    "missing": missing,
+                    "changed": changed,
+                    "unindexed": unindexed,
+                },
+                indent=2,
+            )
+        )
     else:
         for relpath in missing:
             print(f"MISSING   {relpath}")
@@ -351,6 +400,8 @@ def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             print(f"CHANGED   {item['relpath']} (index {item['expected']}, now {item['actual']})")
         for relpath in unindexed:
             print(f"UNINDEXED {relpath}")
-        print(f"verify: {len(records)} clips checked, {ok} ok, {len(missing)} missing, "
-              f"{len(changed)} changed, {len(unindexed)} unindexed")
+        print(
+            f"verify: {len(records)} clips checked, {ok} ok, {len(missing)} missing, "
+            f"{len(changed)} changed, {len(unindexed)} unindexed"
+        )
     return 0 if not (missing or changed or unindexed) else 1

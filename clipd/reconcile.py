@@ -64,9 +64,7 @@ def walk_tree(clips_dir: Path) -> Walk:
                 # Hidden names are never clips, but a hidden *.tmp is an upload's temp
                 # file (upload.py) that a crash left: it must age out like any other.
                 hidden_tmp = name.startswith(".") and name.endswith(".tmp")
-                if (name.startswith(".") and not hidden_tmp) or entry.is_dir(
-                    follow_symlinks=False
-                ):
+                if (name.startswith(".") and not hidden_tmp) or entry.is_dir(follow_symlinks=False):
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -96,8 +94,7 @@ def plan_reconcile(
     unmatched: list[tuple[IdentityKey, str]] = []
     if len(walk.files) - len(to_examine) != len(indexed):
         unmatched = [
-            (key, job_id) for key, job_id in indexed.items()
-            if walk.files.get(key[0]) != key[1:]
+            (key, job_id) for key, job_id in indexed.items() if walk.files.get(key[0]) != key[1:]
         ]
     to_drop = tuple(job_id for key, job_id in unmatched if key[0] not in walk.files)
     known: dict[str, StatTuple] = {

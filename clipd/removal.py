@@ -29,7 +29,8 @@ async def finish_pending(index: AsyncIndex, backend: Backend) -> int:
     """Complete removals a crash interrupted; returns how many were finished."""
     pending = await index.read(lambda ix: ix.pending_deletes())
     for record in pending:
-        logger.warning("finishing interrupted removal of %s (job %s)", record.relpath,
-                       record.job_id)
+        logger.warning(
+            "finishing interrupted removal of %s (job %s)", record.relpath, record.job_id
+        )
         await remove_clip(index, backend, record)
     return len(pending)

@@ -94,7 +94,9 @@ class Growth:
 
 
 def growth_trend(
-    added: Mapping[str, Totals], today: str, free_bytes: int | None,
+    added: Mapping[str, Totals],
+    today: str,
+    free_bytes: int | None,
     window_days: int = GROWTH_WINDOW_DAYS,
 ) -> Growth:
     """Average bytes added per UTC day over the ``window_days`` ending ``today`` (pure)."""
@@ -112,8 +114,13 @@ def window_start(today: str, days: int) -> str:
 
 
 def build_report(
-    directory: str, records: list[ClipRecord], usage: Usage | None, now: float,
-    downloads: list[tuple[str, str, int, int]], added: Mapping[str, Totals], since_days: int,
+    directory: str,
+    records: list[ClipRecord],
+    usage: Usage | None,
+    now: float,
+    downloads: list[tuple[str, str, int, int]],
+    added: Mapping[str, Totals],
+    since_days: int,
 ) -> dict[str, Any]:
     """The whole report as plain data (pure)."""
     today = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()

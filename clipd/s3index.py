@@ -112,9 +112,11 @@ class S3Catalog:
             plan = plan_sync(listed, indexed, self.backend.prefix, self._extensions)
             recorded = await self._apply(plan, started)
             self._listed_at = listing_started
-            return (f"listed s3://{self.backend.bucket}/{self.backend.prefix}: {len(listed)} "
-                    f"objects, {recorded} recorded, {len(plan.to_drop)} dropped, "
-                    f"{len(plan.duplicates)} duplicate job ids in {time.time() - started:.2f} s")
+            return (
+                f"listed s3://{self.backend.bucket}/{self.backend.prefix}: {len(listed)} "
+                f"objects, {recorded} recorded, {len(plan.to_drop)} dropped, "
+                f"{len(plan.duplicates)} duplicate job ids in {time.time() - started:.2f} s"
+            )
 
     async def run(self) -> None:
         """Re-list every ``s3.relist_interval_seconds`` until cancelled."""
@@ -147,8 +149,10 @@ class S3Catalog:
                 for day in sorted(days):
                     listed += await asyncio.to_thread(self._list_under, f"{day}/")
             except (BotoCoreError, ClientError) as exc:
-                raise StorageError(f"looking for job {job_id} in s3://{self.backend.bucket}/"
-                                   f"{self.backend.prefix}: {exc}") from exc
+                raise StorageError(
+                    f"looking for job {job_id} in s3://{self.backend.bucket}/"
+                    f"{self.backend.prefix}: {exc}"
+                ) from exc
             indexed = await self.index.read(lambda ix: ix.identities())
             plan = plan_sync(listed, indexed, self.backend.prefix, self._extensions, False)
             await self._apply(plan, now)
@@ -157,8 +161,13 @@ class S3Catalog:
 
     async def record_put(self, relpath: str, identity: Identity, sha256: str) -> None:
         """Record a clip this instance just uploaded (own writes skip the re-list)."""
-        plan = plan_key(self.backend.key_of(relpath), self.backend.prefix,
-                        identity.size_bytes, identity.mtime_ns / 1e9, self._extensions)
+        plan = plan_key(
+            self.backend.key_of(relpath),
+            self.backend.prefix,
+            identity.size_bytes,
+            identity.mtime_ns / 1e9,
+            self._extensions,
+        )
         if not isinstance(plan, KeyPlan):
             return
         row = _record(plan, identity, sha256, time.time())
@@ -166,13 +175,18 @@ class S3Catalog:
 
     async def _apply(self, plan: SyncPlan, now: float) -> int:
         for key in plan.duplicates:
-            logger.warning("s3://%s/%s: job id already indexed under another key; ignored",
-                           self.backend.bucket, key)
+            logger.warning(
+                "s3://%s/%s: job id already indexed under another key; ignored",
+                self.backend.bucket,
+                key,
+            )
         loop = asyncio.get_running_loop()
-        shas = await asyncio.gather(*(
-            loop.run_in_executor(self._pool, self._sha256_of, info.relpath)
-            for info, _ in plan.to_record
-        ))
+        shas = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, self._sha256_of, info.relpath)
+                for info, _ in plan.to_record
+            )
+        )
         rows = [
             _record(kp, info.identity, sha, now)
             for (info, kp), sha in zip(plan.to_record, shas, strict=True)
@@ -215,9 +229,17 @@ def _live_identities(started: float) -> Callable[[Index], dict[str, tuple[str, I
 
 def _record(plan: KeyPlan, identity: Identity, sha256: str, now: float) -> ClipRecord:
     return ClipRecord(
-        job_id=plan.name.job_id, relpath=plan.relpath, day=plan.day, title=plan.name.title,
-        ext=plan.name.ext, size_bytes=identity.size_bytes, mtime_ns=identity.mtime_ns,
-        ctime_ns=identity.ctime_ns, inode=identity.inode, sha256=sha256, ingested_at=now,
+        job_id=plan.name.job_id,
+        relpath=plan.relpath,
+        day=plan.day,
+        title=plan.name.title,
+        ext=plan.name.ext,
+        size_bytes=identity.size_bytes,
+        mtime_ns=identity.mtime_ns,
+        ctime_ns=identity.ctime_ns,
+        inode=identity.inode,
+        sha256=sha256,
+        ingested_at=now,
         verified_at=0.0,
     )
 

@@ -105,9 +105,7 @@ class _Reader:
         return identity_of(os.fstat(self.fd)) == self.identity
 
 
-async def scrub_one(
-    path: Path, record: ClipRecord, bucket: TokenBucket
-) -> tuple[Verdict, str]:
+async def scrub_one(path: Path, record: ClipRecord, bucket: TokenBucket) -> tuple[Verdict, str]:
     """Re-hash one clip at the bucket's rate; returns the verdict and the digest found.
 
     Hashing runs in worker threads, one bounded hop at a time, so cancelling is prompt.
@@ -172,7 +170,11 @@ async def _handle(daemon: Daemon, record: ClipRecord, verdict: Verdict, actual: 
     daemon.metrics.quarantined_files.labels("integrity").inc()
     logger.error(
         "scrub: %s (job %s) no longer matches its SHA-256 (index %s, now %s): quarantined to %s",
-        record.relpath, record.job_id, record.sha256, actual, moved,
+        record.relpath,
+        record.job_id,
+        record.sha256,
+        actual,
+        moved,
     )
 
 
@@ -191,8 +193,11 @@ async def scrub_service(daemon: Daemon) -> None:
         for record in todo:
             path = daemon.backend.local_path(record.relpath)
             if path is None:
-                logger.info("scrub: the %s backend keeps no local bytes; the store checks "
-                            "its own checksums, scrub stops", daemon.backend.name)
+                logger.info(
+                    "scrub: the %s backend keeps no local bytes; the store checks "
+                    "its own checksums, scrub stops",
+                    daemon.backend.name,
+                )
                 return
             verdict, actual = await scrub_one(path, record, bucket)
             if verdict is not Verdict.MATCH:

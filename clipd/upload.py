@@ -174,14 +174,26 @@ async def put_job(request: web.Request) -> web.Response:
         in_flight.discard(job_id)
     state.metrics.ingested_files.inc()
     state.metrics.ingested_bytes.inc(record.size_bytes)
-    logger.info("uploaded %s (job %s, %d bytes, sha256 %s)", record.relpath, job_id,
-                record.size_bytes, record.sha256)
+    logger.info(
+        "uploaded %s (job %s, %d bytes, sha256 %s)",
+        record.relpath,
+        job_id,
+        record.size_bytes,
+        record.sha256,
+    )
     body = record_json(record, config.web.base_url)
     return web.json_response(body, status=201, headers={"Location": body["download_url"]})
 
 
-async def _store(state: State, request: web.Request, job_id: str, title: str, raw_title: str,
-                 ext: str, expected: bytes | None) -> ClipRecord:
+async def _store(
+    state: State,
+    request: web.Request,
+    job_id: str,
+    title: str,
+    raw_title: str,
+    ext: str,
+    expected: bytes | None,
+) -> ClipRecord:
     config = state.config
     now = time.time()
     day = day_of(now)
@@ -198,10 +210,18 @@ async def _store(state: State, request: web.Request, job_id: str, title: str, ra
         _validate(received, expected, ext, config.storage.min_bytes, config.storage.max_bytes)
         identity = await state.backend.put(tmp, relpath, received.sha256)
         record = ClipRecord(
-            job_id=job_id, relpath=relpath, day=day, title=title, ext=ext,
-            size_bytes=identity.size_bytes, mtime_ns=identity.mtime_ns,
-            ctime_ns=identity.ctime_ns, inode=identity.inode, sha256=received.sha256,
-            ingested_at=now, verified_at=now,
+            job_id=job_id,
+            relpath=relpath,
+            day=day,
+            title=title,
+            ext=ext,
+            size_bytes=identity.size_bytes,
+            mtime_ns=identity.mtime_ns,
+            ctime_ns=identity.ctime_ns,
+            inode=identity.inode,
+            sha256=received.sha256,
+            ingested_at=now,
+            verified_at=now,
             display_title=raw_title if raw_title and raw_title != title else "",
         )
         # Recorded before the response, with the identity the file has now: when the
@@ -230,8 +250,9 @@ async def _drain(request: web.Request, limit_bytes: int) -> None:
         left -= len(chunk)
 
 
-def _validate(received: _Received, expected: bytes | None, ext: str, min_bytes: int,
-              max_bytes: int) -> None:
+def _validate(
+    received: _Received, expected: bytes | None, ext: str, min_bytes: int, max_bytes: int
+) -> None:
     if expected is not None and expected.hex() != received.sha256:
         raise ChecksumMismatch(
             f"body sha256 {received.sha256} != the given checksum {expected.hex()}; "

@@ -49,8 +49,14 @@ _QUIET_KINDS = frozenset({"opened", "closed_no_write", "attrib"})
 # downloads, scrub) wakes the observer thread twice, which cost a cold index of 20k
 # clips half its time. Older watchdog never asks for those events.
 _WANTED_EVENTS = [
-    FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent, FileModifiedEvent,
-    FileDeletedEvent, DirDeletedEvent, FileClosedEvent,
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileModifiedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileClosedEvent,
 ]
 _SCHEDULE_ARGS: dict[str, Any] = (
     {"event_filter": _WANTED_EVENTS}
@@ -61,7 +67,10 @@ _SCHEDULE_ARGS: dict[str, Any] = (
 
 class _Handler(FileSystemEventHandler):
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sink: Callable[..., None], hidden: str,
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sink: Callable[..., None],
+        hidden: str,
         probe: str,
     ) -> None:
         self._loop = loop
@@ -79,8 +88,7 @@ class _Handler(FileSystemEventHandler):
         if event.event_type in _QUIET_KINDS or src.startswith(self._hidden):
             return
         dest = os.fsdecode(getattr(event, "dest_path", "") or "")
-        self._loop.call_soon_threadsafe(self._sink, event.event_type, src, dest,
-                                        event.is_directory)
+        self._loop.call_soon_threadsafe(self._sink, event.event_type, src, dest, event.is_directory)
 
 
 def _probe(path: Path, seen: threading.Event) -> bool:
@@ -141,8 +149,7 @@ class Watcher:
         observer = Observer()
         observer.daemon = True
         probe = self._clips_dir / _PROBE_NAME
-        handler = _Handler(self._loop, self._on_event, str(self._clips_dir / ".clipd"),
-                           str(probe))
+        handler = _Handler(self._loop, self._on_event, str(self._clips_dir / ".clipd"), str(probe))
         try:
             observer.schedule(handler, str(self._clips_dir), recursive=True, **_SCHEDULE_ARGS)
             observer.start()
@@ -157,7 +164,9 @@ class Watcher:
         if not watching:
             (logger.debug if quiet else logger.error)(
                 "cannot watch %s (%s): falling back to periodic rescans; raise "
-                "fs.inotify.max_user_watches / max_user_instances", self._clips_dir, problem,
+                "fs.inotify.max_user_watches / max_user_instances",
+                self._clips_dir,
+                problem,
             )
             self._stop_observer(observer)
             return False

@@ -70,8 +70,15 @@ class State:
     def gauges(self) -> TreeGauges:
         """The tree gauges /metrics reports, from memory (never blocks)."""
         totals, disk = self.index.totals, self.disk
-        return TreeGauges(self.ready, totals.files, totals.bytes, disk.total_bytes,
-                          disk.free_bytes, disk.used_bytes, self.index.backlog)
+        return TreeGauges(
+            self.ready,
+            totals.files,
+            totals.bytes,
+            disk.total_bytes,
+            disk.free_bytes,
+            disk.used_bytes,
+            self.index.backlog,
+        )
 
     async def refresh_usage(self) -> None:
         """Re-read disk usage (in a thread) and the index totals (another process,

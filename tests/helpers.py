@@ -138,7 +138,10 @@ class DaemonProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "clipd", "run", "--log-level", "debug", *self.args],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
             )
         if wait_ready:
             self.wait_ready(timeout)

@@ -29,15 +29,20 @@ def _env(s3_server: S3Server, bucket: str) -> dict[str, str]:
 
 
 def test_backup_copies_new_clips_with_sha256_metadata(
-    s3_server: S3Server, make_bucket: Callable[..., str],
-    make_daemon: Callable[..., DaemonProcess], clips_dir: Path,
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+    clips_dir: Path,
 ) -> None:
     bucket = make_bucket("bk")
     data = clip_bytes(30_000, 4)
     with running(make_daemon(env=_env(s3_server, bucket))) as daemon:
         write_clip(clips_dir, "2024-01-02", "Clip_b1.mp4", data)
-        wait_for(lambda: daemon.metric("clipd_backup_uploaded_files_total") >= 1, 20,
-                 "the clip backed up")
+        wait_for(
+            lambda: daemon.metric("clipd_backup_uploaded_files_total") >= 1,
+            20,
+            "the clip backed up",
+        )
         assert daemon.metric("clipd_backup_backlog_files") == 0
     head = s3_server.client().head_object(Bucket=bucket, Key="bk/2024-01-02/Clip_b1.mp4")
     assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
@@ -45,8 +50,10 @@ def test_backup_copies_new_clips_with_sha256_metadata(
 
 @pytest.mark.slow
 def test_backup_backlog_drains_after_an_outage(
-    s3_server: S3Server, make_bucket: Callable[..., str],
-    make_daemon: Callable[..., DaemonProcess], clips_dir: Path,
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+    clips_dir: Path,
 ) -> None:
     bucket = make_bucket("outage")
     for n in range(3):
@@ -54,8 +61,11 @@ def test_backup_backlog_drains_after_an_outage(
     s3_server.stop()
     try:
         daemon = make_daemon(env=_env(s3_server, bucket)).start()
-        wait_for(lambda: daemon.metric("clipd_backup_failures_total") >= 1, 60,
-                 "an upload failing while S3 is down")
+        wait_for(
+            lambda: daemon.metric("clipd_backup_failures_total") >= 1,
+            60,
+            "an upload failing while S3 is down",
+        )
         assert daemon.metric("clipd_backup_backlog_files") == 3
     finally:
         s3_server.start()

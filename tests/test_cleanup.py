@@ -29,13 +29,22 @@ def index_tree(clips_dir: Path) -> None:
             continue
         st = path.lstat()
         ident = identity_of(st)
-        records.append(ClipRecord(
-            job_id=parsed[1].job_id, relpath=relpath, day=parsed[0], title=parsed[1].title,
-            ext=parsed[1].ext, size_bytes=ident.size_bytes, mtime_ns=ident.mtime_ns,
-            ctime_ns=ident.ctime_ns, inode=ident.inode,
-            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-            ingested_at=time.time(), verified_at=time.time(),
-        ))
+        records.append(
+            ClipRecord(
+                job_id=parsed[1].job_id,
+                relpath=relpath,
+                day=parsed[0],
+                title=parsed[1].title,
+                ext=parsed[1].ext,
+                size_bytes=ident.size_bytes,
+                mtime_ns=ident.mtime_ns,
+                ctime_ns=ident.ctime_ns,
+                inode=ident.inode,
+                sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                ingested_at=time.time(),
+                verified_at=time.time(),
+            )
+        )
     ix = Index(index_path(clips_dir))
     try:
         ix.upsert_many(records)
@@ -55,16 +64,24 @@ def run_cleanup(clips_dir: Path, policy: Policy) -> tuple[Plan, Applied]:
     try:
         snap = gather_blocking(ix, clips_dir, local=True)
         now = time.time()
-        p = plan(snap.records, snap.usage, policy, now, tmp_files=snap.tmp_files,
-                 day_entries=snap.day_entries)
+        p = plan(
+            snap.records,
+            snap.usage,
+            policy,
+            now,
+            tmp_files=snap.tmp_files,
+            day_entries=snap.day_entries,
+        )
         return p, apply_blocking(ix, clips_dir, p, now)
     finally:
         ix.close()
 
 
 def test_cleanup_deletes_expired_clips_rows_and_emptied_day_folders(clips_dir: Path) -> None:
-    make_tree(clips_dir, {"old1": ("2026-01-01", 50), "old2": ("2026-01-02", 30),
-                          "new": ("2026-01-02", 1)})
+    make_tree(
+        clips_dir,
+        {"old1": ("2026-01-01", 50), "old2": ("2026-01-02", 30), "new": ("2026-01-02", 1)},
+    )
     _, applied = run_cleanup(clips_dir, Policy(max_age_s=24 * H))
     assert set(index_rows(clips_dir)) == {"2026-01-02/Clip_new.mp4"}
     assert set(disk_clips(clips_dir)) == {"2026-01-02/Clip_new.mp4"}
@@ -121,20 +138,29 @@ def test_daemon_evicts_oldest_first_as_clips_arrive(
     clips_dir: Path, make_daemon: Callable[..., DaemonProcess]
 ) -> None:
     # Each clip is 400 kB and the limit 1 MB: two fit, so the oldest goes as the third lands.
-    daemon = make_daemon(env={
-        "CLIPD_RETENTION_MAX_SIZE_GB": "0.001",
-        "CLIPD_RETENTION_PROTECT_RECENT_MINUTES": "0",
-        "CLIPD_SCRUB_ENABLED": "false",
-    }).start()
+    daemon = make_daemon(
+        env={
+            "CLIPD_RETENTION_MAX_SIZE_GB": "0.001",
+            "CLIPD_RETENTION_PROTECT_RECENT_MINUTES": "0",
+            "CLIPD_SCRUB_ENABLED": "false",
+        }
+    ).start()
     now = time.time()
     for i in range(5):
-        write_clip(clips_dir, "2026-01-01", f"Clip_j{i}.mp4", clip_bytes(400_000, i),
-                   mtime=now - (10 - i) * 60)
-        wait_for(lambda i=i: f"2026-01-01/Clip_j{i}.mp4" in index_rows(clips_dir),
-                 what=f"j{i} indexed")
-    wait_for(lambda: set(index_rows(clips_dir)) == {"2026-01-01/Clip_j3.mp4",
-                                                     "2026-01-01/Clip_j4.mp4"},
-             what="only the two newest left")
+        write_clip(
+            clips_dir,
+            "2026-01-01",
+            f"Clip_j{i}.mp4",
+            clip_bytes(400_000, i),
+            mtime=now - (10 - i) * 60,
+        )
+        wait_for(
+            lambda i=i: f"2026-01-01/Clip_j{i}.mp4" in index_rows(clips_dir), what=f"j{i} indexed"
+        )
+    wait_for(
+        lambda: set(index_rows(clips_dir)) == {"2026-01-01/Clip_j3.mp4", "2026-01-01/Clip_j4.mp4"},
+        what="only the two newest left",
+    )
     assert set(disk_clips(clips_dir)) == {"2026-01-01/Clip_j3.mp4", "2026-01-01/Clip_j4.mp4"}
     wait_for(lambda: daemon.metric("clipd_retention_deleted_files_total") == 3, what="metric")
     assert daemon.metric("clipd_retention_freed_bytes_total") == 3 * 400_000

@@ -54,8 +54,11 @@ def _decide(method: str = "GET", **headers: str) -> Decision:
         ("GET", {"If-Modified-Since": "yesterday"}, Outcome.FULL),
         ("GET", {"If-None-Match": f'"{OTHER}"', "If-Modified-Since": AFTER}, Outcome.FULL),
         # 412 wins over 304
-        ("GET", {"If-Match": f'"{OTHER}"', "If-None-Match": f'"{SHA}"'},
-         Outcome.PRECONDITION_FAILED),
+        (
+            "GET",
+            {"If-Match": f'"{OTHER}"', "If-None-Match": f'"{SHA}"'},
+            Outcome.PRECONDITION_FAILED,
+        ),
     ],
 )
 def test_preconditions(method: str, headers: dict[str, str], outcome: Outcome) -> None:
@@ -95,7 +98,10 @@ def test_ranges(headers: dict[str, str], expected: Decision | Outcome) -> None:
         assert decision.outcome is expected
     else:
         assert (decision.outcome, decision.start, decision.end) == (
-            expected.outcome, expected.start, expected.end)
+            expected.outcome,
+            expected.start,
+            expected.end,
+        )
 
 
 def test_stale_if_range_marks_the_range_ignored() -> None:
@@ -121,20 +127,35 @@ def test_http_dates() -> None:
     assert parse_http_date("nope") is None
 
 
-@given(st.text(max_size=40), st.text(max_size=40), st.text(max_size=40), st.text(max_size=40),
-       st.sampled_from(["GET", "HEAD", "PUT"]), st.integers(min_value=0, max_value=10**6))
+@given(
+    st.text(max_size=40),
+    st.text(max_size=40),
+    st.text(max_size=40),
+    st.text(max_size=40),
+    st.sampled_from(["GET", "HEAD", "PUT"]),
+    st.integers(min_value=0, max_value=10**6),
+)
 def test_any_header_values_give_a_consistent_decision(
     if_match: str, if_none_match: str, range_: str, if_range: str, method: str, size: int
 ) -> None:
-    h = CIMultiDict({"If-Match": if_match, "If-None-Match": if_none_match, "Range": range_,
-                     "If-Range": if_range})
+    h = CIMultiDict(
+        {
+            "If-Match": if_match,
+            "If-None-Match": if_none_match,
+            "Range": range_,
+            "If-Range": if_range,
+        }
+    )
     decision = decide(method, h, SHA, MTIME_NS, size)
     if decision.outcome is Outcome.PARTIAL:
         assert 0 <= decision.start <= decision.end < size
 
 
-@given(st.integers(min_value=1, max_value=10**9), st.integers(min_value=0, max_value=10**9),
-       st.one_of(st.none(), st.integers(min_value=0, max_value=10**9)))
+@given(
+    st.integers(min_value=1, max_value=10**9),
+    st.integers(min_value=0, max_value=10**9),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=10**9)),
+)
 def test_a_satisfiable_range_stays_inside_the_clip(size: int, first: int, last: int | None) -> None:
     value = f"bytes={first}-" + ("" if last is None else str(last))
     decision = decide("GET", CIMultiDict({"Range": value}), SHA, MTIME_NS, size)

@@ -40,9 +40,15 @@ def test_precedence_flag_over_env_over_file() -> None:
 
 
 def test_legacy_names_work_and_namespaced_names_win() -> None:
-    env = {"STORAGE_BACKEND": "s3", "S3_BUCKET": "b", "CLIPS_DIR": "/x", "BASE_URL": "http://h",
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "CLIPD_LISTEN": "0.0.0.0:1",
-           "CLIPD_API_TOKEN": "t"}
+    env = {
+        "STORAGE_BACKEND": "s3",
+        "S3_BUCKET": "b",
+        "CLIPS_DIR": "/x",
+        "BASE_URL": "http://h",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+        "CLIPD_LISTEN": "0.0.0.0:1",
+        "CLIPD_API_TOKEN": "t",
+    }
     c = config.load({}, env, None)
     assert (c.storage.backend, c.s3.bucket, c.storage.clips_dir) == ("s3", "b", "/x")
     assert (c.web.base_url, c.web.listen, c.web.api_token) == ("http://h", "0.0.0.0:1", "t")
@@ -53,8 +59,10 @@ def test_legacy_names_work_and_namespaced_names_win() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"CLIPD_RETENTION_MAX_AGE_HOURS": "-3"},
-         "CLIPD_RETENTION_MAX_AGE_HOURS='-3': must be > 0"),
+        (
+            {"CLIPD_RETENTION_MAX_AGE_HOURS": "-3"},
+            "CLIPD_RETENTION_MAX_AGE_HOURS='-3': must be > 0",
+        ),
         ({"CLIPD_RETENTION_MAX_AGE_HOURS": "soon"}, "'soon': must be a number"),
         ({"CLIPD_LISTEN": "localhost"}, "CLIPD_LISTEN='localhost': must be host:port"),
         ({"CLIPD_LISTEN": "h:99999"}, "port 0-65535"),
@@ -90,8 +98,11 @@ def test_bad_file_values_name_the_key(text: str, message: str) -> None:
 
 
 def test_env_text_is_coerced_to_the_key_type() -> None:
-    env = {"CLIPD_SCRUB_ENABLED": "off", "CLIPD_INGEST_HASH_WORKERS": "3",
-           "CLIPD_STORAGE_EXTENSIONS": ".mp4, .gif"}
+    env = {
+        "CLIPD_SCRUB_ENABLED": "off",
+        "CLIPD_INGEST_HASH_WORKERS": "3",
+        "CLIPD_STORAGE_EXTENSIONS": ".mp4, .gif",
+    }
     c = config.load({}, env, None)
     assert c.scrub.enabled is False and c.ingest.hash_workers == 3
     assert c.storage.extensions == (".mp4", ".gif")

@@ -35,10 +35,14 @@ def test_notify_ready_watchdog_and_stopping(make_daemon, clips_dir: Path) -> Non
 
 
 def test_bad_config_value_exits_78_naming_the_key(clips_dir: Path, tmp_path: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "CLIPS_DIR": str(clips_dir),
-           "CLIPD_RETENTION_MAX_AGE_HOURS": "-3"}
-    result = subprocess.run([sys.executable, "-m", "clipd", "run"], env=env,
-                            capture_output=True, text=True, timeout=30)
+    env = {
+        "PATH": os.environ["PATH"],
+        "CLIPS_DIR": str(clips_dir),
+        "CLIPD_RETENTION_MAX_AGE_HOURS": "-3",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "clipd", "run"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 78
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
@@ -60,7 +64,10 @@ def test_bad_config_file_exits_78(tmp_path: Path, toml: str, needle: str) -> Non
     path.write_text(toml)
     result = subprocess.run(
         [sys.executable, "-m", "clipd", "check-config", "--config", str(path)],
-        env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=30,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 78, result.stderr
     assert needle in result.stderr
@@ -70,16 +77,22 @@ def test_unwritable_clips_dir_exits_78(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
     env = {"PATH": os.environ["PATH"], "CLIPS_DIR": str(blocker / "clips")}
-    result = subprocess.run([sys.executable, "-m", "clipd", "run"], env=env,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "clipd", "run"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 78
     assert "storage.clips_dir=" in result.stderr
 
 
 def test_check_config_masks_secrets(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "CLIPD_API_TOKEN": "s3cret", "CLIPD_LISTEN": "0.0.0.0:9"}
-    result = subprocess.run([sys.executable, "-m", "clipd", "check-config"], env=env,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "clipd", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0
     effective = json.loads(result.stdout)
     assert effective["web"]["api_token"] == "***"
@@ -220,8 +233,10 @@ def test_bytes_changed_while_running_are_quarantined(make_daemon, clips_dir):
         f.write(b"X")
     note = clips_dir / ".clipd" / "quarantine" / DAY / "Live_Tamper_lt1.mp4.json"
     # The note is written before the move and the row drop: wait for all three.
-    wait_for(lambda: note.exists() and not path.exists() and index_rows(clips_dir) == {},
-             what="tampered clip quarantined and forgotten")
+    wait_for(
+        lambda: note.exists() and not path.exists() and index_rows(clips_dir) == {},
+        what="tampered clip quarantined and forgotten",
+    )
     assert daemon.get("/api/v1/jobs/lt1/download")[0] == 404
 
 
@@ -244,8 +259,12 @@ def test_sigterm_during_burst_then_kill9_restart_index_equals_disk(make_daemon, 
     for _ in range(5):
         daemon.start()
         for _ in range(rng.randint(20, 60)):
-            write_clip(clips_dir, f"2026-11-{20 + written % 5}", f"Burst_b{written}.mp4",
-                       clip_bytes(rng.randint(100, 20_000), written))
+            write_clip(
+                clips_dir,
+                f"2026-11-{20 + written % 5}",
+                f"Burst_b{written}.mp4",
+                clip_bytes(rng.randint(100, 20_000), written),
+            )
             written += 1
         daemon.kill9()
     daemon.start()
@@ -311,11 +330,20 @@ def test_socket_activation_uses_inherited_socket(clips_dir: Path, tmp_path: Path
         "os.environ['LISTEN_FDS']='1';"
         "os.execv(sys.executable, [sys.executable, '-m', 'clipd', 'run'])"
     )
-    env = {"PATH": os.environ["PATH"], "CLIPS_DIR": str(clips_dir),
-           "NOTIFY_SOCKET": str(notify), "CLIPD_LISTEN": "127.0.0.1:1"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "CLIPS_DIR": str(clips_dir),
+        "NOTIFY_SOCKET": str(notify),
+        "CLIPD_LISTEN": "127.0.0.1:1",
+    }
     log = open(tmp_path / "clipd.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen([sys.executable, "-c", shim, str(listener.fileno())], env=env,
-                            pass_fds=(listener.fileno(),), stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", shim, str(listener.fileno())],
+        env=env,
+        pass_fds=(listener.fileno(),),
+        stdout=log,
+        stderr=log,
+    )
     try:
         ns.wait("READY=1")
         import urllib.request
@@ -332,8 +360,11 @@ def test_socket_activation_uses_inherited_socket(clips_dir: Path, tmp_path: Path
 
 def test_local_daemon_never_imports_boto3(make_daemon, clips_dir: Path) -> None:
     daemon = make_daemon(env={"PYTHONPROFILEIMPORTTIME": "1"}).start()
-    imported = {line.rpartition("|")[2].strip() for line in daemon.log().splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in daemon.log().splitlines()
+        if line.startswith("import time:")
+    }
     assert "aiohttp" in imported  # the import log is really there
     assert not {m for m in imported if m.split(".")[0] in {"boto3", "botocore"}}
     assert daemon.stop() == 0
@@ -341,12 +372,15 @@ def test_local_daemon_never_imports_boto3(make_daemon, clips_dir: Path) -> None:
 
 @pytest.mark.parametrize("argv", [["check-config"], ["report", "--help"]])
 def test_operator_commands_do_not_import_the_web_stack(clips_dir: Path, argv: list[str]) -> None:
-    code = ("import sys\nfrom clipd.cli import main\ntry:\n    main(sys.argv[1:])\n"
-            "except SystemExit:\n    pass\n"
-            "print('MODULES', *sorted({m.split('.')[0] for m in sys.modules}))")
+    code = (
+        "import sys\nfrom clipd.cli import main\ntry:\n    main(sys.argv[1:])\n"
+        "except SystemExit:\n    pass\n"
+        "print('MODULES', *sorted({m.split('.')[0] for m in sys.modules}))"
+    )
     env = {"PATH": os.environ["PATH"], "CLIPS_DIR": str(clips_dir)}
-    result = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True, check=True
+    )
     modules = result.stdout.rpartition("MODULES")[2].split()
     assert "clipd" in modules
     assert not {"aiohttp", "boto3", "botocore"} & set(modules)

@@ -8,8 +8,11 @@ from clipd import errors
 
 
 def test_every_error_class_has_a_status_and_a_slug() -> None:
-    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
-               if issubclass(c, errors.ClipdError)]
+    classes = [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, errors.ClipdError)
+    ]
     assert len(classes) >= 10
     for cls in classes:
         assert 400 <= cls.status <= 599, cls

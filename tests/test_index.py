@@ -14,9 +14,20 @@ from clipd.index import _MIGRATIONS, AsyncIndex, ClipRecord, Index, Totals, _spl
 
 
 def rec(job: str, day: str = "2026-11-24", size: int = 10, ingested_at: float = 1e9) -> ClipRecord:
-    return ClipRecord(job_id=job, relpath=f"{day}/T_{job}.mp4", day=day, title="T", ext=".mp4",
-                      size_bytes=size, mtime_ns=1, ctime_ns=1, inode=1, sha256="0" * 64,
-                      ingested_at=ingested_at, verified_at=ingested_at)
+    return ClipRecord(
+        job_id=job,
+        relpath=f"{day}/T_{job}.mp4",
+        day=day,
+        title="T",
+        ext=".mp4",
+        size_bytes=size,
+        mtime_ns=1,
+        ctime_ns=1,
+        inode=1,
+        sha256="0" * 64,
+        ingested_at=ingested_at,
+        verified_at=ingested_at,
+    )
 
 
 @pytest.fixture
@@ -39,8 +50,16 @@ def test_aggregates_follow_inserts_updates_and_deletes(index: Index) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 10**9),
-                          st.sampled_from(["2026-11-01", "2026-11-02"]), st.booleans())))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abcdefgh"),
+            st.integers(0, 10**9),
+            st.sampled_from(["2026-11-01", "2026-11-02"]),
+            st.booleans(),
+        )
+    )
+)
 def test_aggregates_always_equal_a_full_count(tmp_path_factory, ops) -> None:
     ix = Index(index_path(tmp_path_factory.mktemp("ix")))
     try:
@@ -71,12 +90,21 @@ def _assert_aggregates_match_rows(ix: Index) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(
-    st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 10**9),
-                       st.sampled_from(["2026-11-01", "2026-11-02", "2026-11-03"])),
-             max_size=8),
-    st.lists(st.sampled_from("abcdefz"), max_size=4),
-)))
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(
+                    st.sampled_from("abcdef"),
+                    st.integers(0, 10**9),
+                    st.sampled_from(["2026-11-01", "2026-11-02", "2026-11-03"]),
+                ),
+                max_size=8,
+            ),
+            st.lists(st.sampled_from("abcdefz"), max_size=4),
+        )
+    )
+)
 def test_batched_writes_keep_aggregates_equal_to_a_full_count(tmp_path_factory, batches) -> None:
     # A batch may name one job id twice (the later row wins) or move it to another day.
     ix = Index(index_path(tmp_path_factory.mktemp("ix")))
@@ -97,10 +125,12 @@ def test_version_1_index_keeps_its_aggregates_after_the_upgrade(tmp_path: Path) 
     for statement in _split_sql(_MIGRATIONS[0]):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO clips (job_id, relpath, day, title, ext, size_bytes, mtime_ns,"
-                 " ctime_ns, inode, sha256, ingested_at, verified_at)"
-                 " VALUES ('a', '2026-11-24/T_a.mp4', '2026-11-24', 'T', '.mp4', 10, 1, 1, 1,"
-                 " '', 1e9, 1e9)")
+    conn.execute(
+        "INSERT INTO clips (job_id, relpath, day, title, ext, size_bytes, mtime_ns,"
+        " ctime_ns, inode, sha256, ingested_at, verified_at)"
+        " VALUES ('a', '2026-11-24/T_a.mp4', '2026-11-24', 'T', '.mp4', 10, 1, 1, 1,"
+        " '', 1e9, 1e9)"
+    )
     conn.commit()
     conn.close()
     ix = Index(path)

@@ -44,17 +44,33 @@ class Api:
         """Swap the config, as SIGHUP does (env names as in production)."""
         self.state.config = load({}, {"CLIPS_DIR": str(self.clips_dir), **env}, None)
 
-    async def add(self, job_id: str, size: int = 4096, title: str = "My_Clip",
-                  display_title: str = "", ext: str = ".mp4", seed: int = 1) -> ClipRecord:
+    async def add(
+        self,
+        job_id: str,
+        size: int = 4096,
+        title: str = "My_Clip",
+        display_title: str = "",
+        ext: str = ".mp4",
+        seed: int = 1,
+    ) -> ClipRecord:
         data = clip_bytes(size, seed)
         path = write_clip(self.clips_dir, DAY, f"{title}_{job_id}{ext}", data)
         sha, identity = sha256_file(path)
         now = time.time()
         record = ClipRecord(
-            job_id=job_id, relpath=f"{DAY}/{path.name}", day=DAY, title=title, ext=ext,
-            size_bytes=identity.size_bytes, mtime_ns=identity.mtime_ns,
-            ctime_ns=identity.ctime_ns, inode=identity.inode, sha256=sha, ingested_at=now,
-            verified_at=now, display_title=display_title,
+            job_id=job_id,
+            relpath=f"{DAY}/{path.name}",
+            day=DAY,
+            title=title,
+            ext=ext,
+            size_bytes=identity.size_bytes,
+            mtime_ns=identity.mtime_ns,
+            ctime_ns=identity.ctime_ns,
+            inode=identity.inode,
+            sha256=sha,
+            ingested_at=now,
+            verified_at=now,
+            display_title=display_title,
         )
         await self.state.index.write(lambda ix: ix.upsert(record))
         return record
@@ -64,13 +80,19 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def _make_api(aiohttp_client: Any, clips_dir: Path, backend: Any = None,
-                    **env: str) -> AsyncIterator[Api]:
+async def _make_api(
+    aiohttp_client: Any, clips_dir: Path, backend: Any = None, **env: str
+) -> AsyncIterator[Api]:
     config = load({}, {"CLIPS_DIR": str(clips_dir), "CLIPD_API_TOKEN": TOKEN, **env}, None)
     index = AsyncIndex(index_path(clips_dir))
     await index.open()
-    state = State(config=config, index=index, metrics=Metrics(),
-                  backend=backend or LocalBackend(clips_dir), ready=True)
+    state = State(
+        config=config,
+        index=index,
+        metrics=Metrics(),
+        backend=backend or LocalBackend(clips_dir),
+        ready=True,
+    )
     client = await aiohttp_client(make_app(state, routes()))
     try:
         yield Api(client, state, clips_dir)
@@ -128,14 +150,19 @@ async def test_head_sends_headers_without_body(api: Api) -> None:
     assert response.headers["ETag"] == f'"{record.sha256}"'
 
 
-@pytest.mark.parametrize(("range_header", "start", "end"),
-                         [("bytes=10-19", 10, 19), ("bytes=4000-", 4000, 4095),
-                          ("bytes=-16", 4080, 4095), ("bytes=4090-99999", 4090, 4095)])
+@pytest.mark.parametrize(
+    ("range_header", "start", "end"),
+    [
+        ("bytes=10-19", 10, 19),
+        ("bytes=4000-", 4000, 4095),
+        ("bytes=-16", 4080, 4095),
+        ("bytes=4090-99999", 4090, 4095),
+    ],
+)
 async def test_range_is_served_as_206(api: Api, range_header: str, start: int, end: int) -> None:
     record = await api.add("job1")
     data = (api.clips_dir / record.relpath).read_bytes()
-    response = await api.client.get("/api/v1/jobs/job1/download",
-                                    headers={"Range": range_header})
+    response = await api.client.get("/api/v1/jobs/job1/download", headers={"Range": range_header})
     assert response.status == 206
     assert await response.read() == data[start : end + 1]
     assert response.headers["Content-Range"] == f"bytes {start}-{end}/{len(data)}"
@@ -144,8 +171,9 @@ async def test_range_is_served_as_206(api: Api, range_header: str, start: int, e
 
 async def test_unsatisfiable_range_is_416_json(api: Api) -> None:
     await api.add("job1")
-    response = await api.client.get("/api/v1/jobs/job1/download",
-                                    headers={"Range": "bytes=5000-6000"})
+    response = await api.client.get(
+        "/api/v1/jobs/job1/download", headers={"Range": "bytes=5000-6000"}
+    )
     await _error(response, 416)
     assert response.headers["Content-Range"] == "bytes */4096"
 
@@ -163,8 +191,11 @@ async def test_if_range_with_current_etag_or_date_honours_the_range(api: Api) ->
 
 async def test_stale_if_range_sends_the_whole_clip(api: Api) -> None:
     record = await api.add("job1")
-    for validator in ('"' + "0" * 64 + '"', f'W/"{record.sha256}"',
-                      formatdate(record.mtime_ns // 10**9 - 60, usegmt=True)):
+    for validator in (
+        '"' + "0" * 64 + '"',
+        f'W/"{record.sha256}"',
+        formatdate(record.mtime_ns // 10**9 - 60, usegmt=True),
+    ):
         response = await api.client.get(
             "/api/v1/jobs/job1/download", headers={"Range": "bytes=0-9", "If-Range": validator}
         )
@@ -176,16 +207,19 @@ async def test_stale_if_range_sends_the_whole_clip(api: Api) -> None:
 async def test_if_none_match_is_304_and_if_match_mismatch_is_412(api: Api) -> None:
     record = await api.add("job1")
     etag = f'"{record.sha256}"'
-    response = await api.client.get("/api/v1/jobs/job1/download",
-                                    headers={"If-None-Match": f'"other", {etag}'})
+    response = await api.client.get(
+        "/api/v1/jobs/job1/download", headers={"If-None-Match": f'"other", {etag}'}
+    )
     assert response.status == 304
     assert response.headers["ETag"] == etag
     assert await response.read() == b""
-    response = await api.client.get("/api/v1/jobs/job1/download",
-                                    headers={"If-None-Match": '"other"'})
+    response = await api.client.get(
+        "/api/v1/jobs/job1/download", headers={"If-None-Match": '"other"'}
+    )
     assert response.status == 200
-    body = await _error(await api.client.get("/api/v1/jobs/job1/download",
-                                             headers={"If-Match": '"other"'}), 412)
+    body = await _error(
+        await api.client.get("/api/v1/jobs/job1/download", headers={"If-Match": '"other"'}), 412
+    )
     assert body["error"] == "precondition_failed"
     response = await api.client.get("/api/v1/jobs/job1/download", headers={"If-Match": etag})
     assert response.status == 200
@@ -194,8 +228,9 @@ async def test_if_none_match_is_304_and_if_match_mismatch_is_412(api: Api) -> No
 async def test_if_modified_since_is_304_when_not_modified(api: Api) -> None:
     record = await api.add("job1")
     later = formatdate(record.mtime_ns // 10**9 + 10, usegmt=True)
-    response = await api.client.get("/api/v1/jobs/job1/download",
-                                    headers={"If-Modified-Since": later})
+    response = await api.client.get(
+        "/api/v1/jobs/job1/download", headers={"If-Modified-Since": later}
+    )
     assert response.status == 304
 
 
@@ -252,8 +287,18 @@ async def test_clip_swapped_for_a_symlink_is_never_served(api: Api, tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("raw", "status"),
-    [("a%2Fb", 400), ("..%2F..%2Fetc", 400), ("a.b", 400), ("a%00b", 400), ("%FF", 400),
-     ("x" * 65, 400), ("%C3%A9", 400), ("a_b", 400), ("..", 404), ("%2E%2E", 404)],
+    [
+        ("a%2Fb", 400),
+        ("..%2F..%2Fetc", 400),
+        ("a.b", 400),
+        ("a%00b", 400),
+        ("%FF", 400),
+        ("x" * 65, 400),
+        ("%C3%A9", 400),
+        ("a_b", 400),
+        ("..", 404),
+        ("%2E%2E", 404),
+    ],
 )
 async def test_hostile_job_ids_are_refused_as_json(api: Api, raw: str, status: int) -> None:
     await api.add("job1")
@@ -309,8 +354,9 @@ async def test_accel_redirect_hands_nginx_the_path_and_clipds_headers(api: Api) 
     assert response.headers["X-Accel-Redirect"] == f"/_clips/{record.relpath}"
     assert response.headers["ETag"] == f'"{record.sha256}"'
     assert "Repr-Digest" in response.headers and "Content-Disposition" in response.headers
-    stale = await api.client.get("/api/v1/jobs/job1/download",
-                                 headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    stale = await api.client.get(
+        "/api/v1/jobs/job1/download", headers={"Range": "bytes=0-9", "If-Range": '"stale"'}
+    )
     assert stale.headers["X-Accel-Redirect"] == f"/_clips/full/{record.relpath}"
     fresh = await api.client.get(
         "/api/v1/jobs/job1/download",
@@ -329,8 +375,9 @@ class _RemoteBackend(LocalBackend):
         return f"https://bucket.example/{relpath}?ttl={ttl_s}"
 
 
-async def test_remote_clip_is_redirected_to_a_presigned_url(aiohttp_client: Any,
-                                                             clips_dir: Path) -> None:
+async def test_remote_clip_is_redirected_to_a_presigned_url(
+    aiohttp_client: Any, clips_dir: Path
+) -> None:
     async with _make_api(aiohttp_client, clips_dir, backend=_RemoteBackend(clips_dir)) as api:
         record = await api.add("job1")
         response = await api.client.get("/api/v1/jobs/job1/download", allow_redirects=False)
@@ -360,9 +407,15 @@ async def test_delete_needs_a_configured_token(api: Api) -> None:
     assert await api.row("job1") is not None
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": f"Basic {TOKEN}"},
-                                     {"Authorization": "Bearer tökén"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer tökén"},
+    ],
+)
 async def test_delete_with_a_wrong_token_is_401(api: Api, headers: dict[str, str]) -> None:
     await api.add("job1")
     response = await api.client.delete("/api/v1/jobs/job1", headers=headers)
@@ -391,7 +444,9 @@ async def test_put_stores_records_and_serves_the_clip(api: Api) -> None:
     data = clip_bytes(300_000, 7)
     b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
     response = await api.client.put(
-        "/api/v1/jobs/up1", params={"title": "Été à Paris"}, data=data,
+        "/api/v1/jobs/up1",
+        params={"title": "Été à Paris"},
+        data=data,
         headers={**AUTH, "x-amz-checksum-sha256": b64, "Content-Type": "video/mp4"},
     )
     assert response.status == 201, await response.text()
@@ -404,40 +459,49 @@ async def test_put_stores_records_and_serves_the_clip(api: Api) -> None:
     path = api.clips_dir / record.relpath
     assert path.read_bytes() == data
     assert (record.size_bytes, record.mtime_ns, record.inode) == (
-        len(data), path.stat().st_mtime_ns, path.stat().st_ino)
+        len(data),
+        path.stat().st_mtime_ns,
+        path.stat().st_ino,
+    )
     assert _leftovers(api.clips_dir) == [path]
     download = await api.client.get("/api/v1/jobs/up1/download")
     assert await download.read() == data
-    assert "filename*=UTF-8''%C3%89t%C3%A9%20%C3%A0%20Paris.mp4" in download.headers[
-        "Content-Disposition"]
+    assert (
+        "filename*=UTF-8''%C3%89t%C3%A9%20%C3%A0%20Paris.mp4"
+        in download.headers["Content-Disposition"]
+    )
 
 
 async def test_put_with_repr_digest_and_default_title(api: Api) -> None:
     data = clip_bytes(5000, 3)
     b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
-    response = await api.client.put("/api/v1/jobs/up2", data=data,
-                                    headers={**AUTH, "Repr-Digest": f"sha-256=:{b64}:"})
+    response = await api.client.put(
+        "/api/v1/jobs/up2", data=data, headers={**AUTH, "Repr-Digest": f"sha-256=:{b64}:"}
+    )
     assert response.status == 201, await response.text()
     record = await api.row("up2")
     assert record is not None and record.title == "Clip" and record.display_title == ""
 
 
-@pytest.mark.parametrize("header", [
-    {"x-amz-checksum-sha256": base64.b64encode(b"\0" * 32).decode()},
-    {"Repr-Digest": "sha-256=:" + base64.b64encode(b"\1" * 32).decode() + ":"},
-    {"x-amz-checksum-sha256": "not base64!"},
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"x-amz-checksum-sha256": base64.b64encode(b"\0" * 32).decode()},
+        {"Repr-Digest": "sha-256=:" + base64.b64encode(b"\1" * 32).decode() + ":"},
+        {"x-amz-checksum-sha256": "not base64!"},
+    ],
+)
 async def test_put_with_a_bad_checksum_keeps_nothing(api: Api, header: dict[str, str]) -> None:
-    response = await api.client.put("/api/v1/jobs/up1", data=clip_bytes(100_000, 1),
-                                    headers={**AUTH, **header})
+    response = await api.client.put(
+        "/api/v1/jobs/up1", data=clip_bytes(100_000, 1), headers={**AUTH, **header}
+    )
     await _error(response, 400)
     assert _leftovers(api.clips_dir) == []
     assert await api.row("up1") is None
 
 
 async def test_put_of_a_bad_container_is_422_and_keeps_nothing(api: Api) -> None:
-    response = await api.client.put("/api/v1/jobs/up1", data=b"not a video" * 100,
-                                    headers=AUTH)
+    response = await api.client.put("/api/v1/jobs/up1", data=b"not a video" * 100, headers=AUTH)
     body = await _error(response, 422)
     assert "signature" in body["detail"]
     assert _leftovers(api.clips_dir) == [] and await api.row("up1") is None
@@ -452,8 +516,9 @@ async def test_put_of_an_existing_job_is_409(api: Api) -> None:
 
 async def test_put_over_the_size_cap_is_413_declared_or_streamed(api: Api) -> None:
     api.configure(CLIPD_API_TOKEN=TOKEN, CLIPD_WEB_MAX_UPLOAD_BYTES="50000")
-    await _error(await api.client.put("/api/v1/jobs/up1", data=clip_bytes(60_000),
-                                      headers=AUTH), 413)
+    await _error(
+        await api.client.put("/api/v1/jobs/up1", data=clip_bytes(60_000), headers=AUTH), 413
+    )
 
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(8):
@@ -472,11 +537,15 @@ async def test_put_auth_mirrors_delete(api: Api) -> None:
 
 @contextlib.contextmanager
 def _tmpfs(path: Path, size: str) -> Iterator[None]:
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): "
-                    f"{result.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {result.stderr.strip()}"
+        )
     try:
         yield
     finally:
@@ -508,8 +577,9 @@ def test_daemon_put_download_delete_end_to_end(make_daemon: Any, clips_dir: Path
 
     daemon = make_daemon(env={"CLIPD_API_TOKEN": TOKEN}).start()
     data = clip_bytes(200_000, 9)
-    request = urllib.request.Request(daemon.url + "/api/v1/jobs/e2e?title=End%20to%20end",
-                                     data=data, method="PUT", headers=AUTH)
+    request = urllib.request.Request(
+        daemon.url + "/api/v1/jobs/e2e?title=End%20to%20end", data=data, method="PUT", headers=AUTH
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
     status, _, body = daemon.get("/api/v1/jobs/e2e/download", {"Range": "bytes=0-99"})

@@ -40,7 +40,7 @@ def run(
 ) -> tuple[int, Any]:
     code = main([*args, "--json"], env)
     out = capsys.readouterr().out
-    return code, json.loads(out[out.index("{"):])
+    return code, json.loads(out[out.index("{") :])
 
 
 def put(s3: Any, bucket: str, key: str, data: bytes, **extra: Any) -> None:
@@ -58,30 +58,48 @@ def test_plan_keeps_day_layout_and_dates_other_keys_by_last_modified() -> None:
     ]
     plan = plan_migration(listed, "p/", EXT, 10**9)
     assert [i.plan.local_relpath for i in plan.items] == [
-        "2024-03-01/Good_a1.mp4", "1970-01-03/My_Clip_b2.MP4"]
+        "2024-03-01/Good_a1.mp4",
+        "1970-01-03/My_Clip_b2.MP4",
+    ]
     reasons = dict(plan.not_clips)
-    assert set(reasons) == {"p/notes.txt", "p/NoJobId.mp4", "p/2024-03-01/Empty_c3.mp4",
-                            "p/2024-03-02/Dup_a1.mp4"}
+    assert set(reasons) == {
+        "p/notes.txt",
+        "p/NoJobId.mp4",
+        "p/2024-03-01/Empty_c3.mp4",
+        "p/2024-03-02/Dup_a1.mp4",
+    }
     assert "already taken" in reasons["p/2024-03-02/Dup_a1.mp4"]
 
 
 def test_migrate_moves_clips_verified_and_lists_non_clips(
-    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str],
-    clips_dir: Path, capsys: pytest.CaptureFixture[str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     s3 = s3_server.client()
     bucket = make_bucket("mig")
     good = clip_bytes(300_000, 1)
     put(s3, bucket, "legacy/2024-05-01/Cat_video_job-1.mp4", good)
     put(s3, bucket, "legacy/odd folder/Ünïcode + space_job2.mp4", clip_bytes(1000, 2))
-    put(s3, bucket, "legacy/2024-05-01/Meta_job3.mp4", clip_bytes(5000, 3),
-        Metadata={"sha256": __import__("hashlib").sha256(clip_bytes(5000, 3)).hexdigest()})
+    put(
+        s3,
+        bucket,
+        "legacy/2024-05-01/Meta_job3.mp4",
+        clip_bytes(5000, 3),
+        Metadata={"sha256": __import__("hashlib").sha256(clip_bytes(5000, 3)).hexdigest()},
+    )
     put(s3, bucket, "legacy/readme.txt", b"hello")
     put(s3, bucket, "legacy/2024-05-01/Fake_job4.mp4", b"not a video at all" * 10)
     big = clip_bytes(12 * MIB, 5)
     (clips_dir.parent / "big.mp4").write_bytes(big)
-    s3.upload_file(str(clips_dir.parent / "big.mp4"), bucket, "legacy/2024-05-02/Big_job5.mp4",
-                   Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB))
+    s3.upload_file(
+        str(clips_dir.parent / "big.mp4"),
+        bucket,
+        "legacy/2024-05-02/Big_job5.mp4",
+        Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB),
+    )
     env = {**s3_env, "CLIPS_DIR": str(clips_dir)}
 
     code, summary = run(["migrate", "--from", f"s3://{bucket}/legacy"], env, capsys)
@@ -89,7 +107,9 @@ def test_migrate_moves_clips_verified_and_lists_non_clips(
     assert code == 1  # non-clips were skipped
     assert summary["moved"] == 4 and summary["failed"] == 0
     assert {o["key"] for o in summary["not_clip_objects"]} == {
-        "legacy/readme.txt", "legacy/2024-05-01/Fake_job4.mp4"}
+        "legacy/readme.txt",
+        "legacy/2024-05-01/Fake_job4.mp4",
+    }
     assert (clips_dir / "2024-05-01/Cat_video_job-1.mp4").read_bytes() == good
     assert (clips_dir / "2024-05-02/Big_job5.mp4").read_bytes() == big
     assert not (clips_dir / "2024-05-01/Fake_job4.mp4").exists()
@@ -99,8 +119,11 @@ def test_migrate_moves_clips_verified_and_lists_non_clips(
 
 
 def test_migrate_rerun_moves_nothing_and_leaves_files_untouched(
-    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str],
-    clips_dir: Path, capsys: pytest.CaptureFixture[str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     s3 = s3_server.client()
     bucket = make_bucket("idem")
@@ -118,8 +141,11 @@ def test_migrate_rerun_moves_nothing_and_leaves_files_untouched(
 
 
 def test_migrate_finishes_after_an_interrupted_run(
-    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str],
-    clips_dir: Path, capsys: pytest.CaptureFixture[str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     s3 = s3_server.client()
     bucket = make_bucket("resume")
@@ -138,8 +164,11 @@ def test_migrate_finishes_after_an_interrupted_run(
 
 
 def test_verify_migration_finds_damaged_missing_and_extra_clips(
-    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str],
-    clips_dir: Path, capsys: pytest.CaptureFixture[str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     s3 = s3_server.client()
     bucket = make_bucket("verify")
@@ -164,8 +193,11 @@ def test_verify_migration_finds_damaged_missing_and_extra_clips(
 
 
 def test_migrate_refuses_to_overwrite_a_different_local_copy(
-    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str],
-    clips_dir: Path, capsys: pytest.CaptureFixture[str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     s3 = s3_server.client()
     bucket = make_bucket("conflict")
@@ -181,12 +213,20 @@ def test_migrate_refuses_to_overwrite_a_different_local_copy(
 
 
 def test_s3_lifecycle_rounds_max_age_up_to_days_and_applies_it(
-    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str],
-    clips_dir: Path, capsys: pytest.CaptureFixture[str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     bucket = make_bucket("life")
-    env = {**s3_env, "CLIPS_DIR": str(clips_dir), "S3_BUCKET": bucket, "S3_PREFIX": "clips",
-           "CLIPD_RETENTION_MAX_AGE_HOURS": "30"}
+    env = {
+        **s3_env,
+        "CLIPS_DIR": str(clips_dir),
+        "S3_BUCKET": bucket,
+        "S3_PREFIX": "clips",
+        "CLIPD_RETENTION_MAX_AGE_HOURS": "30",
+    }
 
     assert main(["s3-lifecycle", "--apply"], env) == 0
 
@@ -196,7 +236,9 @@ def test_s3_lifecycle_rounds_max_age_up_to_days_and_applies_it(
 
 
 def test_fetch_reconnects_after_the_server_dropped_its_idle_connection(
-    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
     clips_dir: Path,
 ) -> None:
     s3 = s3_server.client()

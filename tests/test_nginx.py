@@ -33,8 +33,9 @@ class Front:
     clipd: DaemonProcess
     clips_dir: Path
 
-    def request(self, method: str, path: str,
-                headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request(method, path, headers=headers or {})
@@ -46,13 +47,17 @@ class Front:
 
 def _config(tmp: Path, listen_port: int, clipd_port: int, clips_dir: Path) -> Path:
     site = SNIPPET.read_text()
-    for old, new in (("server 127.0.0.1:8000;", f"server 127.0.0.1:{clipd_port};"),
-                     ("listen 80;", f"listen 127.0.0.1:{listen_port};"),
-                     ("/var/lib/clipd/clips/", f"{clips_dir}/")):
+    for old, new in (
+        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{clipd_port};"),
+        ("listen 80;", f"listen 127.0.0.1:{listen_port};"),
+        ("/var/lib/clipd/clips/", f"{clips_dir}/"),
+    ):
         assert old in site, f"{old!r} is no longer in {SNIPPET}"
         site = site.replace(old, new)
-    temp = "\n".join(f"  {kind}_temp_path {tmp}/{kind};"
-                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"  {kind}_temp_path {tmp}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     user = "user root;" if os.geteuid() == 0 else ""
     path = tmp / "nginx.conf"
     path.write_text(f"""{user}
@@ -78,11 +83,15 @@ def front(make_daemon: Any, clips_dir: Path, tmp_path: Path) -> Iterator[Front]:
     port = free_port()
     conf = _config(ngx, port, clipd.port, clips_dir)
     assert NGINX is not None
-    check = subprocess.run([NGINX, "-t", "-c", str(conf), "-p", str(ngx)],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [NGINX, "-t", "-c", str(conf), "-p", str(ngx)], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(ngx), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-p", str(ngx), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         made = Front(port, clipd, clips_dir)
         wait_for(lambda: _answers(made), what="nginx listening")
@@ -108,7 +117,8 @@ def test_nginx_sends_the_bytes_with_clipds_headers(front: Front) -> None:
     assert headers.get_all("ETag") == [f'"{SHA}"']
     assert len(headers.get_all("Repr-Digest")) == 1
     assert headers.get_all("Content-Disposition") == [
-        "attachment; filename=\"Front_job1.mp4\"; filename*=UTF-8''Front_job1.mp4"]
+        "attachment; filename=\"Front_job1.mp4\"; filename*=UTF-8''Front_job1.mp4"
+    ]
     assert headers.get_all("Cache-Control") == ["private, max-age=3600"]
     assert headers["Content-Type"] == "video/mp4"
     assert "X-Accel-Redirect" not in headers
@@ -117,31 +127,35 @@ def test_nginx_sends_the_bytes_with_clipds_headers(front: Front) -> None:
 def test_nginx_head_and_ranges(front: Front) -> None:
     status, headers, body = front.request("HEAD", "/api/v1/jobs/job1/download")
     assert status == 200 and body == b"" and headers["Content-Length"] == str(len(DATA))
-    status, headers, body = front.request("GET", "/api/v1/jobs/job1/download",
-                                          {"Range": "bytes=100-199"})
+    status, headers, body = front.request(
+        "GET", "/api/v1/jobs/job1/download", {"Range": "bytes=100-199"}
+    )
     assert status == 206 and body == DATA[100:200]
     assert headers["Content-Range"] == f"bytes 100-199/{len(DATA)}"
 
 
 def test_nginx_if_range_current_is_partial_and_stale_is_whole(front: Front) -> None:
-    status, _, body = front.request("GET", "/api/v1/jobs/job1/download",
-                                    {"Range": "bytes=0-9", "If-Range": f'"{SHA}"'})
+    status, _, body = front.request(
+        "GET", "/api/v1/jobs/job1/download", {"Range": "bytes=0-9", "If-Range": f'"{SHA}"'}
+    )
     assert (status, body) == (206, DATA[:10])
-    status, headers, body = front.request("GET", "/api/v1/jobs/job1/download",
-                                          {"Range": "bytes=0-9", "If-Range": '"stale"'})
+    status, headers, body = front.request(
+        "GET", "/api/v1/jobs/job1/download", {"Range": "bytes=0-9", "If-Range": '"stale"'}
+    )
     assert status == 200 and body == DATA
     assert "Content-Range" not in headers
 
 
 def test_nginx_conditionals_follow_clipds_etag(front: Front) -> None:
-    status, headers, body = front.request("GET", "/api/v1/jobs/job1/download",
-                                          {"If-None-Match": f'"{SHA}"'})
+    status, headers, body = front.request(
+        "GET", "/api/v1/jobs/job1/download", {"If-None-Match": f'"{SHA}"'}
+    )
     assert status == 304 and body == b"" and headers["ETag"] == f'"{SHA}"'
-    status, _, body = front.request("GET", "/api/v1/jobs/job1/download",
-                                    {"If-None-Match": '"other"'})
+    status, _, body = front.request(
+        "GET", "/api/v1/jobs/job1/download", {"If-None-Match": '"other"'}
+    )
     assert status == 200 and body == DATA
-    status, _, body = front.request("GET", "/api/v1/jobs/job1/download",
-                                    {"If-Match": f'"{SHA}"'})
+    status, _, body = front.request("GET", "/api/v1/jobs/job1/download", {"If-Match": f'"{SHA}"'})
     assert status == 200 and body == DATA
     status, _, _ = front.request("GET", "/api/v1/jobs/job1/download", {"If-Match": '"other"'})
     assert status == 412

@@ -23,8 +23,13 @@ from clipd.openapi import document
 from tests.helpers import DaemonProcess, clip_bytes, write_clip
 
 TOKEN = "schema-token"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 EXAMPLES = 40  # per operation; 9 operations → ~360 requests in a few seconds
 
 
@@ -41,8 +46,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         daemon.close()
 
 
-def _fuzz(server: DaemonProcess, mode: GenerationMode, examples: int,
-          path_parameters: dict[str, str] | None = None) -> int:
+def _fuzz(
+    server: DaemonProcess,
+    mode: GenerationMode,
+    examples: int,
+    path_parameters: dict[str, str] | None = None,
+) -> int:
     """Run every operation of the served document for ``examples`` cases; returns calls."""
     # Driven through hypothesis directly: schemathesis' pytest plugin does not run on
     # the pytest this project pins (pytest 9).
@@ -59,13 +68,16 @@ def _fuzz(server: DaemonProcess, mode: GenerationMode, examples: int,
         )
 
         @given(case=strategy)
-        @settings(max_examples=examples, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case: Any) -> None:
             nonlocal calls
             calls += 1
-            case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"},
-                                   checks=CHECKS)
+            case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, checks=CHECKS)
 
         run()
     return calls
@@ -100,9 +112,12 @@ def test_document_lists_every_route_and_error_schema(tmp_path: Path) -> None:
 
     app = make_app(Mock(), routes())
     # add_get registers an implicit HEAD; only the download documents its HEAD.
-    served = {(r.resource.canonical, r.method.lower()) for r in app.router.routes()
-              if r.resource is not None
-              and (r.method != "HEAD" or r.resource.canonical.endswith("/download"))}
+    served = {
+        (r.resource.canonical, r.method.lower())
+        for r in app.router.routes()
+        if r.resource is not None
+        and (r.method != "HEAD" or r.resource.canonical.endswith("/download"))
+    }
     documented = {(path, method) for path, ops in document()["paths"].items() for method in ops}
     assert served == documented
     for path, operations in document()["paths"].items():
@@ -111,8 +126,7 @@ def test_document_lists_every_route_and_error_schema(tmp_path: Path) -> None:
             if path.startswith("/api/v1/jobs"):
                 assert 400 in errors, (path, method)
             for code in errors - {503}:  # /health's 503 carries the Health body
-                assert operation["responses"][str(code)] == {
-                    "$ref": "#/components/responses/Error"}
+                assert operation["responses"][str(code)] == {"$ref": "#/components/responses/Error"}
 
 
 def test_unknown_route_and_method_are_json_errors(server: DaemonProcess) -> None:

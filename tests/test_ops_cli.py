@@ -15,13 +15,17 @@ from tests.test_cleanup import make_tree
 
 def clipd(clips_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "CLIPS_DIR": str(clips_dir)}
-    return subprocess.run([sys.executable, "-m", "clipd", *args], env=env, text=True,
-                          capture_output=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "clipd", *args], env=env, text=True, capture_output=True, timeout=60
+    )
 
 
 def tree_listing(clips_dir: Path) -> list[tuple[str, int]]:
-    return sorted((str(p.relative_to(clips_dir)), p.stat().st_mtime_ns)
-                  for p in clips_dir.rglob("*") if ".clipd" not in p.parts)
+    return sorted(
+        (str(p.relative_to(clips_dir)), p.stat().st_mtime_ns)
+        for p in clips_dir.rglob("*")
+        if ".clipd" not in p.parts
+    )
 
 
 def test_cleanup_dry_run_prints_the_plan_and_changes_nothing(clips_dir: Path) -> None:
@@ -45,8 +49,7 @@ def test_cleanup_max_age_deletes_expired_and_reports_json(clips_dir: Path) -> No
 
 
 def test_cleanup_size_threshold_is_decimal_gb_and_evicts_oldest(clips_dir: Path) -> None:
-    make_tree(clips_dir, {"a": ("2026-01-02", 3), "b": ("2026-01-02", 2),
-                          "c": ("2026-01-02", 1)})
+    make_tree(clips_dir, {"a": ("2026-01-02", 3), "b": ("2026-01-02", 2), "c": ("2026-01-02", 1)})
     result = clipd(clips_dir, "cleanup", "--size-threshold", "0.000002")  # 2000 bytes
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Cleanup completed: 1 files deleted, 0.0 MB freed")
@@ -60,8 +63,15 @@ def test_cleanup_bad_max_age_exits_78_naming_the_flag(clips_dir: Path) -> None:
 
 
 def test_report_json_figures_are_exact(clips_dir: Path) -> None:
-    make_tree(clips_dir, {"a": ("2026-01-01", 0.5), "b": ("2026-01-01", 3),
-                          "c": ("2026-01-02", 30), "d": ("2026-01-02", 200)})
+    make_tree(
+        clips_dir,
+        {
+            "a": ("2026-01-01", 0.5),
+            "b": ("2026-01-01", 3),
+            "c": ("2026-01-02", 30),
+            "d": ("2026-01-02", 200),
+        },
+    )
     result = clipd(clips_dir, "report", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -94,8 +104,7 @@ def test_monitor_is_unknown_when_the_tree_cannot_be_read(tmp_path: Path) -> None
 
 
 def test_verify_lists_missing_changed_and_unindexed(clips_dir: Path) -> None:
-    make_tree(clips_dir, {"a": ("2026-01-01", 1), "b": ("2026-01-01", 1),
-                          "c": ("2026-01-01", 1)})
+    make_tree(clips_dir, {"a": ("2026-01-01", 1), "b": ("2026-01-01", 1), "c": ("2026-01-01", 1)})
     clean = clipd(clips_dir, "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "3 clips checked, 3 ok" in clean.stdout

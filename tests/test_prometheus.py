@@ -24,8 +24,9 @@ def test_metrics_pass_promtool_check_metrics(make_daemon, clips_dir: Path) -> No
     status, _, body = daemon.get("/metrics")
     assert status == 200
     assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
-                            timeout=60)
+    result = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == b"" and result.stderr.strip() == b"", result
 
@@ -44,11 +45,17 @@ def test_real_prometheus_scrapes_clipd_series(make_daemon, clips_dir: Path, tmp_
     assert PROMETHEUS is not None
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=log,
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=log,
     )
     try:
+
         def query() -> list[dict[str, object]] | None:
             url = f"http://127.0.0.1:{port}/api/v1/query?query=clipd_clip_bytes"
             try:

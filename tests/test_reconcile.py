@@ -10,8 +10,11 @@ A, B, C = "2026-11-24/T_a.mp4", "2026-11-24/T_b.mp4", "2026-11-24/T_c.mp4"
 
 
 def test_plan_hashes_new_and_changed_drops_gone_and_finds_stale_tmp() -> None:
-    walk = Walk(files={A: (1, 2, 3, 4), B: (5, 6, 7, 8), C: (9, 9, 9, 9)},
-                tmp_mtimes_ns={"2026-11-24/x.tmp": 0, "2026-11-24/y.tmp": 95}, days=("2026-11-24",))
+    walk = Walk(
+        files={A: (1, 2, 3, 4), B: (5, 6, 7, 8), C: (9, 9, 9, 9)},
+        tmp_mtimes_ns={"2026-11-24/x.tmp": 0, "2026-11-24/y.tmp": 95},
+        days=("2026-11-24",),
+    )
     indexed = {(A, 1, 2, 3, 4): "a", (B, 5, 6, 7, 0): "b", ("2026-11-23/T_d.mp4", 1, 1, 1, 1): "d"}
     plan = plan_reconcile(walk, indexed, now_ns=100, stale_tmp_ns=10)
     assert plan.to_examine == (B, C)

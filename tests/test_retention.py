@@ -15,13 +15,24 @@ NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
 H = 3600.0
 
 
-def rec(job: str, age_s: float, size: int = 100, day: str = "2027-01-10",
-        state: str = "ok") -> ClipRecord:
+def rec(
+    job: str, age_s: float, size: int = 100, day: str = "2027-01-10", state: str = "ok"
+) -> ClipRecord:
     mtime_ns = int((NOW - age_s) * 1e9)
     return ClipRecord(
-        job_id=job, relpath=f"{day}/Clip_{job}.mp4", day=day, title="Clip", ext=".mp4",
-        size_bytes=size, mtime_ns=mtime_ns, ctime_ns=mtime_ns, inode=1, sha256="0" * 64,
-        ingested_at=NOW - age_s, verified_at=NOW - age_s, state=state,
+        job_id=job,
+        relpath=f"{day}/Clip_{job}.mp4",
+        day=day,
+        title="Clip",
+        ext=".mp4",
+        size_bytes=size,
+        mtime_ns=mtime_ns,
+        ctime_ns=mtime_ns,
+        inode=1,
+        sha256="0" * 64,
+        ingested_at=NOW - age_s,
+        verified_at=NOW - age_s,
+        state=state,
     )
 
 
@@ -35,45 +46,71 @@ AGE_ONLY = Policy(max_age_s=24 * H, protect_recent_s=300)
 @pytest.mark.parametrize(
     ("records", "policy", "usage", "expected"),
     [
-        pytest.param([rec("a", 1 * H), rec("b", 30 * H), rec("c", 25 * H)], AGE_ONLY, None,
-                     [("b", Reason.EXPIRED), ("c", Reason.EXPIRED)], id="expired-oldest-first"),
+        pytest.param(
+            [rec("a", 1 * H), rec("b", 30 * H), rec("c", 25 * H)],
+            AGE_ONLY,
+            None,
+            [("b", Reason.EXPIRED), ("c", Reason.EXPIRED)],
+            id="expired-oldest-first",
+        ),
         pytest.param([rec("a", 23 * H)], AGE_ONLY, None, [], id="under-max-age-kept"),
-        pytest.param([rec("a", 30 * H, state="deleting")], AGE_ONLY, None, [],
-                     id="row-already-being-deleted-skipped"),
+        pytest.param(
+            [rec("a", 30 * H, state="deleting")],
+            AGE_ONLY,
+            None,
+            [],
+            id="row-already-being-deleted-skipped",
+        ),
         pytest.param(
             [rec("a", 1 * H, 400), rec("b", 2 * H, 400), rec("c", 3 * H, 400)],
-            Policy(max_size_bytes=900, protect_recent_s=0), None,
-            [("c", Reason.SIZE)], id="size-evicts-oldest-until-under",
+            Policy(max_size_bytes=900, protect_recent_s=0),
+            None,
+            [("c", Reason.SIZE)],
+            id="size-evicts-oldest-until-under",
         ),
         pytest.param(
             [rec("a", 1 * H, 400), rec("b", 2 * H, 400), rec("c", 30 * H, 400)],
-            Policy(max_age_s=24 * H, max_size_bytes=500, protect_recent_s=0), None,
-            [("c", Reason.EXPIRED), ("b", Reason.SIZE)], id="expired-then-size",
+            Policy(max_age_s=24 * H, max_size_bytes=500, protect_recent_s=0),
+            None,
+            [("c", Reason.EXPIRED), ("b", Reason.SIZE)],
+            id="expired-then-size",
         ),
         pytest.param(
             [rec("a", 60, 400), rec("b", 120, 400)],
-            Policy(max_size_bytes=100, protect_recent_s=300), None, [],
+            Policy(max_size_bytes=100, protect_recent_s=300),
+            None,
+            [],
             id="protect-window-wins-over-size",
         ),
         pytest.param(
             [rec("a", 1 * H, 100), rec("b", 2 * H, 100), rec("c", 3 * H, 100)],
-            Policy(high_watermark_percent=90, low_watermark_percent=80), Usage(1000, 950, 50),
-            [("c", Reason.DISK), ("b", Reason.DISK)], id="disk-high-mark-evicts-to-low-mark",
+            Policy(high_watermark_percent=90, low_watermark_percent=80),
+            Usage(1000, 950, 50),
+            [("c", Reason.DISK), ("b", Reason.DISK)],
+            id="disk-high-mark-evicts-to-low-mark",
         ),
         pytest.param(
             [rec("a", 1 * H, 100), rec("b", 2 * H, 100)],
-            Policy(high_watermark_percent=90, low_watermark_percent=80), Usage(1000, 850, 150),
-            [], id="between-marks-nothing",
+            Policy(high_watermark_percent=90, low_watermark_percent=80),
+            Usage(1000, 850, 150),
+            [],
+            id="between-marks-nothing",
         ),
         pytest.param(
             [rec("a", 1 * H, 100), rec("b", 2 * H, 100)],
-            Policy(min_free_bytes=200), Usage(1000, 850, 150),
-            [("b", Reason.MIN_FREE)], id="min-free-floor",
+            Policy(min_free_bytes=200),
+            Usage(1000, 850, 150),
+            [("b", Reason.MIN_FREE)],
+            id="min-free-floor",
         ),
     ],
 )
-def test_plan_table(records: list[ClipRecord], policy: Policy, usage: Usage | None,
-                    expected: list[tuple[str, Reason]]) -> None:
+def test_plan_table(
+    records: list[ClipRecord],
+    policy: Policy,
+    usage: Usage | None,
+    expected: list[tuple[str, Reason]],
+) -> None:
     assert planned(plan(records, usage, policy, NOW)) == expected
 
 
@@ -100,8 +137,12 @@ def test_plan_never_touches_hidden_or_index_paths() -> None:
 
 
 def test_plan_lists_day_folders_it_empties_but_never_today() -> None:
-    records = [rec("a", 30 * H, day="2027-01-10"), rec("b", 30 * H, day="2027-01-11"),
-               rec("c", 1 * H, day="2027-01-11"), rec("d", 30 * H, day="2027-01-15")]
+    records = [
+        rec("a", 30 * H, day="2027-01-10"),
+        rec("b", 30 * H, day="2027-01-11"),
+        rec("c", 1 * H, day="2027-01-11"),
+        rec("d", 30 * H, day="2027-01-15"),
+    ]
     entries = {"2027-01-10": 1, "2027-01-11": 2, "2027-01-15": 1, "2027-01-01": 0}
     p = plan(records, None, AGE_ONLY, NOW, day_entries=entries)
     assert p.empty_days == ("2027-01-01", "2027-01-10")
@@ -144,8 +185,9 @@ usage_st = st.one_of(
 )
 
 
-def _after(records: list[ClipRecord], usage: Usage | None,
-           p: Plan) -> tuple[list[ClipRecord], Usage | None]:
+def _after(
+    records: list[ClipRecord], usage: Usage | None, p: Plan
+) -> tuple[list[ClipRecord], Usage | None]:
     gone = {d.job_id for d in p.deletions}
     kept = [r for r in records if r.job_id not in gone]
     if usage is not None:
@@ -167,12 +209,15 @@ def test_targets_hold_after_applying_whenever_they_can(
         return
     if policy.max_size_bytes:
         assert sum(r.size_bytes for r in kept) <= policy.max_size_bytes
-    if after is not None and policy.min_free_bytes and usage is not None \
-            and usage.free_bytes < policy.min_free_bytes:
+    if (
+        after is not None
+        and policy.min_free_bytes
+        and usage is not None
+        and usage.free_bytes < policy.min_free_bytes
+    ):
         assert after.free_bytes >= policy.min_free_bytes
     if policy.max_age_s:
-        assert all(NOW - r.mtime_ns / 1e9 <= policy.max_age_s for r in kept
-                   if r not in protected)
+        assert all(NOW - r.mtime_ns / 1e9 <= policy.max_age_s for r in kept if r not in protected)
 
 
 @settings(max_examples=300, deadline=None)

@@ -19,8 +19,10 @@ EXT = frozenset({".mp4"})
 
 
 def backend_for(s3_server: S3Server, bucket: str, prefix: str = "clips") -> S3Backend:
-    return S3Backend(S3Config(bucket=bucket, prefix=prefix, endpoint_url=s3_server.endpoint_url),
-                     client=s3_server.client())
+    return S3Backend(
+        S3Config(bucket=bucket, prefix=prefix, endpoint_url=s3_server.endpoint_url),
+        client=s3_server.client(),
+    )
 
 
 def test_put_stat_presign_delete_round_trip(
@@ -74,8 +76,10 @@ def test_plan_sync_indexes_clip_keys_in_any_folder_and_drops_vanished() -> None:
     from clipd.index import Identity
 
     plan = plan_sync(listed, {"gone/C_j3.mp4": ("j3", Identity(1, 1, 1, 0))}, "p/", EXT)
-    assert [kp.relpath for _, kp in plan.to_record] == ["2024-01-01/A_j1.mp4",
-                                                          "other/deep/B b_j2.mp4"]
+    assert [kp.relpath for _, kp in plan.to_record] == [
+        "2024-01-01/A_j1.mp4",
+        "other/deep/B b_j2.mp4",
+    ]
     assert plan.to_drop == ("j3",)
     assert plan.duplicates == ("p/x/A_j1.mp4",)
 
@@ -86,8 +90,12 @@ def test_catalog_lists_bucket_into_index_with_sha256_from_metadata(
     bucket = make_bucket("cat")
     s3 = s3_server.client()
     with_meta = clip_bytes(1000, 1)
-    s3.put_object(Bucket=bucket, Key="clips/2024-02-01/Clip_k1.mp4", Body=with_meta,
-                  Metadata={"sha256": hashlib.sha256(with_meta).hexdigest()})
+    s3.put_object(
+        Bucket=bucket,
+        Key="clips/2024-02-01/Clip_k1.mp4",
+        Body=with_meta,
+        Metadata={"sha256": hashlib.sha256(with_meta).hexdigest()},
+    )
     s3.put_object(Bucket=bucket, Key="clips/legacy/Old clip_k2.mp4", Body=clip_bytes(900, 2))
     s3.put_object(Bucket=bucket, Key="clips/readme.txt", Body=b"x")
     s3.put_object(Bucket=bucket, Key="elsewhere/2024-02-01/Clip_k3.mp4", Body=b"x")

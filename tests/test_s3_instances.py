@@ -26,8 +26,10 @@ def _env(s3_server: S3Server, bucket: str, **extra: str) -> dict[str, str]:
 
 
 def test_s3_daemon_indexes_the_bucket_before_ready_and_keeps_no_tree(
-    s3_server: S3Server, make_bucket: Callable[..., str],
-    make_daemon: Callable[..., DaemonProcess], clips_dir: Path,
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+    clips_dir: Path,
 ) -> None:
     bucket = make_bucket("ready")
     s3 = s3_server.client()
@@ -45,39 +47,51 @@ def test_s3_daemon_indexes_the_bucket_before_ready_and_keeps_no_tree(
 
 
 def test_two_instances_over_one_bucket_both_see_a_new_clip(
-    s3_server: S3Server, make_bucket: Callable[..., str],
-    make_daemon: Callable[..., DaemonProcess], tmp_path: Path,
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+    tmp_path: Path,
 ) -> None:
     bucket = make_bucket("two")
     first = make_daemon(env=_env(s3_server, bucket), clips=tmp_path / "a").start()
-    second = make_daemon(env=_env(s3_server, bucket, CLIPD_S3_RETENTION_LEADER="false"),
-                         clips=tmp_path / "b").start()
+    second = make_daemon(
+        env=_env(s3_server, bucket, CLIPD_S3_RETENTION_LEADER="false"), clips=tmp_path / "b"
+    ).start()
     assert first.get_json("/health")["file_count"] == 0
 
-    s3_server.client().put_object(Bucket=bucket, Key="2024-04-01/New_n1.mp4",
-                                  Body=clip_bytes(800, 1))
+    s3_server.client().put_object(
+        Bucket=bucket, Key="2024-04-01/New_n1.mp4", Body=clip_bytes(800, 1)
+    )
 
     for daemon in (first, second):
-        wait_for(lambda d=daemon: d.get_json("/health")["file_count"] == 1, 15,
-                 "the re-list finding the new clip")
+        wait_for(
+            lambda d=daemon: d.get_json("/health")["file_count"] == 1,
+            15,
+            "the re-list finding the new clip",
+        )
     s3_server.client().delete_object(Bucket=bucket, Key="2024-04-01/New_n1.mp4")
     for daemon in (first, second):
-        wait_for(lambda d=daemon: d.get_json("/health")["file_count"] == 0, 15,
-                 "the re-list dropping the deleted clip")
+        wait_for(
+            lambda d=daemon: d.get_json("/health")["file_count"] == 0,
+            15,
+            "the re-list dropping the deleted clip",
+        )
 
 
 @pytest.mark.parametrize(("leader", "runs_retention"), [("true", True), ("false", False)])
 def test_only_the_retention_leader_runs_retention_in_s3_mode(
     leader: str, runs_retention: bool
 ) -> None:
-    config = load({}, {"STORAGE_BACKEND": "s3", "S3_BUCKET": "b",
-                       "CLIPD_S3_RETENTION_LEADER": leader}, None)
+    config = load(
+        {}, {"STORAGE_BACKEND": "s3", "S3_BUCKET": "b", "CLIPD_S3_RETENTION_LEADER": leader}, None
+    )
     names = {getattr(s, "__name__", "") for s in services_for(config)}
     assert ("retention_service" in names) is runs_retention
 
 
 def test_s3_download_redirects_to_a_presigned_url_serving_the_bytes(
-    s3_server: S3Server, make_bucket: Callable[..., str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
     make_daemon: Callable[..., DaemonProcess],
 ) -> None:
     import hashlib
@@ -86,8 +100,12 @@ def test_s3_download_redirects_to_a_presigned_url_serving_the_bytes(
 
     bucket = make_bucket("dl")
     data = clip_bytes(4000, 3)
-    s3_server.client().put_object(Bucket=bucket, Key="2024-05-01/Clip_d1.mp4", Body=data,
-                                  Metadata={"sha256": hashlib.sha256(data).hexdigest()})
+    s3_server.client().put_object(
+        Bucket=bucket,
+        Key="2024-05-01/Clip_d1.mp4",
+        Body=data,
+        Metadata={"sha256": hashlib.sha256(data).hexdigest()},
+    )
     daemon = make_daemon(env=_env(s3_server, bucket)).start()
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -106,8 +124,9 @@ def test_s3_download_redirects_to_a_presigned_url_serving_the_bytes(
         assert response.read() == data
 
 
-def _no_redirect_get(url: str, headers: dict[str, str] | None = None
-                     ) -> tuple[int, dict[str, str], bytes]:
+def _no_redirect_get(
+    url: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     import urllib.error
     import urllib.request
 
@@ -124,8 +143,10 @@ def _no_redirect_get(url: str, headers: dict[str, str] | None = None
 
 
 def test_a_clip_put_through_one_instance_is_served_by_the_other_before_any_relist(
-    s3_server: S3Server, make_bucket: Callable[..., str],
-    make_daemon: Callable[..., DaemonProcess], tmp_path: Path,
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+    tmp_path: Path,
 ) -> None:
     import hashlib
     import json
@@ -137,8 +158,11 @@ def test_a_clip_put_through_one_instance_is_served_by_the_other_before_any_relis
     second = make_daemon(env=_env(s3_server, bucket, **slow), clips=tmp_path / "b").start()
     data = clip_bytes(50_000, 7)
     put = urllib.request.Request(
-        f"{first.url}/api/v1/jobs/m1?title=Shared", data=data, method="PUT",
-        headers={"Authorization": "Bearer tok", "Content-Type": "video/mp4"})
+        f"{first.url}/api/v1/jobs/m1?title=Shared",
+        data=data,
+        method="PUT",
+        headers={"Authorization": "Bearer tok", "Content-Type": "video/mp4"},
+    )
     with urllib.request.urlopen(put, timeout=10) as response:
         assert response.status in {200, 201}
     sha = hashlib.sha256(data).hexdigest()
@@ -154,7 +178,8 @@ def test_a_clip_put_through_one_instance_is_served_by_the_other_before_any_relis
 
 
 def test_a_clip_without_stored_sha256_is_served_without_etag_or_digest_and_never_refused(
-    s3_server: S3Server, make_bucket: Callable[..., str],
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
     make_daemon: Callable[..., DaemonProcess],
 ) -> None:
     import json
@@ -168,31 +193,32 @@ def test_a_clip_without_stored_sha256_is_served_without_etag_or_digest_and_never
 
     status, _, body = daemon.get("/api/v1/jobs/n1")
     assert status == 200 and json.loads(body)["sha256"] == ""
-    for extra in ({}, {"If-None-Match": '""'}, {"If-None-Match": "W/\"\""}):
+    for extra in ({}, {"If-None-Match": '""'}, {"If-None-Match": 'W/""'}):
         status, headers, _ = _no_redirect_get(f"{daemon.url}/api/v1/jobs/n1/download", extra)
         assert status == 302, (extra, status)
         assert "ETag" not in headers and "Repr-Digest" not in headers
-    status, _, _ = _no_redirect_get(f"{daemon.url}/api/v1/jobs/n1/download",
-                                    {"If-Match": '""'})
+    status, _, _ = _no_redirect_get(f"{daemon.url}/api/v1/jobs/n1/download", {"If-Match": '""'})
     assert status == 412
-    status, headers, _ = _no_redirect_get(f"{daemon.url}/api/v1/jobs/n1/download",
-                                          {"If-None-Match": "*"})
+    status, headers, _ = _no_redirect_get(
+        f"{daemon.url}/api/v1/jobs/n1/download", {"If-None-Match": "*"}
+    )
     assert status == 304 and "ETag" not in headers
     wait_for(lambda: "scrub stops" in daemon.log(), 15, "scrub standing down in s3 mode")
     assert daemon.metric("clipd_scrub_mismatches_total") == 0
     assert daemon.metric("clipd_integrity_mismatches_total") == 0
-    with urllib.request.urlopen(_no_redirect_get(
-            f"{daemon.url}/api/v1/jobs/n1/download")[1]["Location"], timeout=10) as response:
+    with urllib.request.urlopen(
+        _no_redirect_get(f"{daemon.url}/api/v1/jobs/n1/download")[1]["Location"], timeout=10
+    ) as response:
         assert response.read() == data
 
 
 def test_clipd_verify_refuses_s3_mode_instead_of_reporting_remote_clips_as_missing(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     from clipd.cli import main
 
-    code = main(["verify"], {"STORAGE_BACKEND": "s3", "S3_BUCKET": "b",
-                             "CLIPS_DIR": str(tmp_path)})
+    code = main(["verify"], {"STORAGE_BACKEND": "s3", "S3_BUCKET": "b", "CLIPS_DIR": str(tmp_path)})
 
     assert code == 78
     assert "local tree" in capsys.readouterr().err

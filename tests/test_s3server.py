@@ -33,10 +33,7 @@ def _listening_sockets(pid: int) -> list[Any]:
     proc = psutil.Process(pid)
     procs = [proc, *proc.children(recursive=True)]
     # psutil < 6 (Debian 12 has 5.9.4) names it connections().
-    conns = [
-        c for p in procs
-        for c in getattr(p, "net_connections", p.connections)(kind="inet")
-    ]
+    conns = [c for p in procs for c in getattr(p, "net_connections", p.connections)(kind="inet")]
     # TCP listeners have status LISTEN; UDP sockets have no status and always count.
     return [c for c in conns if c.status in (psutil.CONN_LISTEN, psutil.CONN_NONE)]
 

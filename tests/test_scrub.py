@@ -39,8 +39,10 @@ def _flip_byte_keeping_stat(clips_dir: Path, relpath: str) -> None:
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     conn = sqlite3.connect(clips_dir / ".clipd" / "index.sqlite3")
     try:
-        conn.execute("UPDATE clips SET ctime_ns = ?, verified_at = 0 WHERE relpath = ?",
-                     (path.stat().st_ctime_ns, relpath))
+        conn.execute(
+            "UPDATE clips SET ctime_ns = ?, verified_at = 0 WHERE relpath = ?",
+            (path.stat().st_ctime_ns, relpath),
+        )
         conn.commit()
     finally:
         conn.close()
@@ -49,8 +51,11 @@ def _flip_byte_keeping_stat(clips_dir: Path, relpath: str) -> None:
 def test_scrub_quarantines_a_clip_whose_bytes_rotted(
     clips_dir: Path, make_daemon: Callable[..., DaemonProcess]
 ) -> None:
-    env = {"CLIPD_SCRUB_MB_PER_SECOND": "1000", "CLIPD_SCRUB_MIN_INTERVAL_HOURS": "0",
-           "CLIPD_RETENTION_ENABLED": "false"}
+    env = {
+        "CLIPD_SCRUB_MB_PER_SECOND": "1000",
+        "CLIPD_SCRUB_MIN_INTERVAL_HOURS": "0",
+        "CLIPD_RETENTION_ENABLED": "false",
+    }
     write_clip(clips_dir, "2026-01-01", "Clip_good.mp4", clip_bytes(300_000, 1))
     write_clip(clips_dir, "2026-01-01", "Clip_rot.mp4", clip_bytes(300_000, 2))
     daemon = make_daemon(env=env).start()
@@ -66,7 +71,9 @@ def test_scrub_quarantines_a_clip_whose_bytes_rotted(
     )
     assert not (clips_dir / "2026-01-01" / "Clip_rot.mp4").exists()
     assert daemon.metric("clipd_scrub_mismatches_total") == 1
-    wait_for(lambda: daemon.metric("clipd_scrub_verified_bytes_total") >= 300_000,
-             what="good clip verified")
+    wait_for(
+        lambda: daemon.metric("clipd_scrub_verified_bytes_total") >= 300_000,
+        what="good clip verified",
+    )
     assert "2026-01-01/Clip_good.mp4" in index_rows(clips_dir)
     assert "no longer matches its SHA-256" in daemon.log()

@@ -35,15 +35,21 @@ def test_a_signed_link_verifies_until_it_expires() -> None:
         ("other", "GET", "/api/v1/jobs/job-1/download", {}, Verdict.BAD_SIGNATURE),
         ("key", "DELETE", "/api/v1/jobs/job-1/download", {}, Verdict.BAD_SIGNATURE),
         ("key", "GET", "/api/v1/jobs/job-2/download", {}, Verdict.BAD_SIGNATURE),
-        ("key", "GET", "/api/v1/jobs/job-1/download", {"expires": "9999999999"},
-         Verdict.BAD_SIGNATURE),
+        (
+            "key",
+            "GET",
+            "/api/v1/jobs/job-1/download",
+            {"expires": "9999999999"},
+            Verdict.BAD_SIGNATURE,
+        ),
         ("key", "GET", "/api/v1/jobs/job-1/download", {"expires": "-1"}, Verdict.MALFORMED),
         ("key", "GET", "/api/v1/jobs/job-1/download", {"expires": "1" * 40}, Verdict.MALFORMED),
         ("key", "GET", "/api/v1/jobs/job-1/download", {"sig": "zz\u00e9"}, Verdict.BAD_SIGNATURE),
     ],
 )
-def test_tampered_links_fail(key: str, method: str, path: str, change: dict[str, str],
-                             verdict: Verdict) -> None:
+def test_tampered_links_fail(
+    key: str, method: str, path: str, change: dict[str, str], verdict: Verdict
+) -> None:
     query = {**_query(signed_url("http://x", "key", "job-1", 60, NOW)), **change}
     assert verify(key, method, path, query, NOW) is verdict
 
@@ -61,8 +67,9 @@ def test_signature_is_hmac_sha256_over_method_path_expiry() -> None:
     assert sign("k", "GET", "/p", 123) == expected == sign("k", "HEAD", "/p", 123)
 
 
-@pytest.mark.parametrize(("text", "seconds"),
-                         [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800)]
+)
 def test_ttl_forms(text: str, seconds: int) -> None:
     assert parse_ttl(text) == seconds
 
@@ -74,14 +81,21 @@ def test_bad_ttls_are_refused(text: str) -> None:
 
 
 def _run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clipd", "sign", *args],
-                          env={"PATH": os.environ["PATH"], "CLIPS_DIR": str(tmp_path), **env},
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "clipd", "sign", *args],
+        env={"PATH": os.environ["PATH"], "CLIPS_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_sign_command_prints_a_link_that_verifies(tmp_path: Path) -> None:
-    result = _run(["job-9", "--ttl", "1h"], {"CLIPD_WEB_SIGNING_KEY": "sekrit",
-                                            "BASE_URL": "https://dl.example"}, tmp_path)
+    result = _run(
+        ["job-9", "--ttl", "1h"],
+        {"CLIPD_WEB_SIGNING_KEY": "sekrit", "BASE_URL": "https://dl.example"},
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     url = result.stdout.strip()
     assert url.startswith("https://dl.example/api/v1/jobs/job-9/download?")

@@ -39,10 +39,24 @@ async def test_health_is_503_until_ready(aiohttp_client, state: State) -> None:
 
 
 async def test_storage_metrics_have_the_legacy_fields(aiohttp_client, state: State) -> None:
-    await state.index.write(lambda ix: ix.upsert(ClipRecord(
-        job_id="a", relpath="2026-11-24/T_a.mp4", day="2026-11-24", title="T", ext=".mp4",
-        size_bytes=3 * 1024 * 1024, mtime_ns=1, ctime_ns=1, inode=1, sha256="0" * 64,
-        ingested_at=1.0, verified_at=1.0)))
+    await state.index.write(
+        lambda ix: ix.upsert(
+            ClipRecord(
+                job_id="a",
+                relpath="2026-11-24/T_a.mp4",
+                day="2026-11-24",
+                title="T",
+                ext=".mp4",
+                size_bytes=3 * 1024 * 1024,
+                mtime_ns=1,
+                ctime_ns=1,
+                inode=1,
+                sha256="0" * 64,
+                ingested_at=1.0,
+                verified_at=1.0,
+            )
+        )
+    )
     client = await aiohttp_client(make_app(state))
     body = await (await client.get("/api/v1/storage/metrics")).json()
     assert body["storage_backend"] == "local"
@@ -59,8 +73,13 @@ async def test_metrics_are_prometheus_text_in_base_units(aiohttp_client, state: 
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     text = await response.text()
-    for name in ("clipd_clip_files 0.0", "clipd_clip_bytes 0.0", "clipd_disk_used_ratio",
-                 "clipd_ready 0.0", "clipd_ingested_files_total 0.0"):
+    for name in (
+        "clipd_clip_files 0.0",
+        "clipd_clip_bytes 0.0",
+        "clipd_disk_used_ratio",
+        "clipd_ready 0.0",
+        "clipd_ingested_files_total 0.0",
+    ):
         assert name in text
     assert "percent" not in text
 

@@ -159,7 +159,8 @@ class S3Backend:
     def presign_blocking(self, relpath: str, ttl_s: int) -> str:
         """A presigned GET URL (pure computation once the client exists)."""
         url: str = self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.key_of(relpath)},
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.key_of(relpath)},
             ExpiresIn=ttl_s,
         )
         return url

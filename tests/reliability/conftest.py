@@ -20,20 +20,28 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     """Mount a tmpfs of ``size`` on ``path`` for the block; skip where mounting is refused."""
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): "
-                    f"{result.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {result.stderr.strip()}"
+        )
     try:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
-def request(url: str, method: str = "GET", data: bytes | None = None,
-            headers: Mapping[str, str] | None = None,
-            timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+def request(
+    url: str,
+    method: str = "GET",
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request; an error status is returned, not raised."""
     req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     try:

@@ -58,8 +58,7 @@ class Rule:
 
     def matches(self, method: str, target: str) -> bool:
         path, _, query = target.partition("?")
-        return (method == self.method and self.key_contains in path
-                and self.query_contains in query)
+        return method == self.method and self.key_contains in path and self.query_contains in query
 
 
 @dataclass
@@ -116,15 +115,20 @@ async def _read_body(reader: asyncio.StreamReader, head: _Head, until_eof: bool)
 
 
 def _with_connection_close(head: _Head) -> bytes:
-    lines = [ln for ln in head.raw.decode("latin-1").split("\r\n")
-             if ln and not ln.lower().startswith("connection:")]
+    lines = [
+        ln
+        for ln in head.raw.decode("latin-1").split("\r\n")
+        if ln and not ln.lower().startswith("connection:")
+    ]
     return ("\r\n".join(lines) + "\r\nConnection: close\r\n\r\n").encode("latin-1")
 
 
 def _error_response(status: int, reason: str, code: str, message: str) -> bytes:
     body = _ERROR_XML.format(code=code, message=message).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
-            f"Content-Length: {len(body)}\r\nx-amz-request-id: fault-proxy\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
+        f"Content-Length: {len(body)}\r\nx-amz-request-id: fault-proxy\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -139,8 +143,9 @@ class FaultProxy:
         self.requests = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fault-proxy", daemon=True
+        )
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -157,7 +162,8 @@ class FaultProxy:
     def start(self) -> FaultProxy:
         self._thread.start()
         started = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop)
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop
+        )
         self._server = started.result(timeout=10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -212,13 +218,20 @@ class FaultProxy:
         body = await _read_body(reader, head, until_eof=False)
         fault = self._pick(method, path)
         if fault is Fault.SLOWDOWN:
-            writer.write(_error_response(503, "Slow Down", "SlowDown",
-                                         "Please reduce your request rate."))
+            writer.write(
+                _error_response(503, "Slow Down", "SlowDown", "Please reduce your request rate.")
+            )
             await writer.drain()
             return True
         if fault is Fault.INTERNAL:
-            writer.write(_error_response(500, "Internal Server Error", "InternalError",
-                                         "We encountered an internal error. Please try again."))
+            writer.write(
+                _error_response(
+                    500,
+                    "Internal Server Error",
+                    "InternalError",
+                    "We encountered an internal error. Please try again.",
+                )
+            )
             await writer.drain()
             return True
         if fault is Fault.RESET:

@@ -64,7 +64,9 @@ class Load:
             n = self._next()
             data = clip_bytes(self.rng.randint(1, 30) * 1000, n)
             request = urllib.request.Request(
-                f"{self.daemon.url}/api/v1/jobs/put-{n}?title=Uploaded", data=data, method="PUT",
+                f"{self.daemon.url}/api/v1/jobs/put-{n}?title=Uploaded",
+                data=data,
+                method="PUT",
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
             self._send(request)
@@ -77,7 +79,8 @@ class Load:
                 continue
             job = rows[self.rng.randrange(len(rows))].rsplit("_", 1)[1].split(".")[0]
             request = urllib.request.Request(
-                f"{self.daemon.url}/api/v1/jobs/{job}", method="DELETE",
+                f"{self.daemon.url}/api/v1/jobs/{job}",
+                method="DELETE",
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
             self._send(request)
@@ -131,14 +134,16 @@ def check_consistent(daemon: DaemonProcess, stale_s: float, started_at: float) -
 @pytest.mark.slow
 def test_kill9_rounds_keep_index_equal_to_disk(make_daemon, clips_dir: Path) -> None:
     rng = random.Random(20261130)
-    daemon = make_daemon(env={
-        "CLIPD_API_TOKEN": TOKEN,
-        "CLIPD_RETENTION_STALE_TMP_MINUTES": "1",
-        "CLIPD_RETENTION_MAX_SIZE_GB": "0.002",  # about 2 MB: retention evicts all the time
-        "CLIPD_RETENTION_PROTECT_RECENT_MINUTES": "0",
-        "CLIPD_RETENTION_INTERVAL_SECONDS": "0.2",
-        "CLIPD_INGEST_SETTLE_SECONDS": "0.1",
-    })
+    daemon = make_daemon(
+        env={
+            "CLIPD_API_TOKEN": TOKEN,
+            "CLIPD_RETENTION_STALE_TMP_MINUTES": "1",
+            "CLIPD_RETENTION_MAX_SIZE_GB": "0.002",  # about 2 MB: retention evicts all the time
+            "CLIPD_RETENTION_PROTECT_RECENT_MINUTES": "0",
+            "CLIPD_RETENTION_INTERVAL_SECONDS": "0.2",
+            "CLIPD_INGEST_SETTLE_SECONDS": "0.1",
+        }
+    )
     serial = [0]
     errors: list[str] = []
     served = 0

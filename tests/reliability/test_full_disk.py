@@ -61,13 +61,18 @@ def test_full_disk_refuses_uploads_keeps_serving_and_retention_frees_space(
     with tmpfs(clips_dir, "8m"):
         written = fill(clips_dir, leave_bytes=400 * 1024)
         # No watermark yet: the disk stays full while uploads, ingest and downloads run.
-        daemon = make_daemon(env={**BASE_ENV,
-                                  "CLIPD_RETENTION_HIGH_WATERMARK_DISK_PERCENT": "100",
-                                  "CLIPD_RETENTION_LOW_WATERMARK_DISK_PERCENT": "100"}).start()
+        daemon = make_daemon(
+            env={
+                **BASE_ENV,
+                "CLIPD_RETENTION_HIGH_WATERMARK_DISK_PERCENT": "100",
+                "CLIPD_RETENTION_LOW_WATERMARK_DISK_PERCENT": "100",
+            }
+        ).start()
         assert set(index_rows(clips_dir)) == set(written)
 
-        status, _, body = request(f"{daemon.url}/api/v1/jobs/toobig?title=Big", "PUT",
-                                  clip_bytes(1024 * 1024, 99), AUTH)
+        status, _, body = request(
+            f"{daemon.url}/api/v1/jobs/toobig?title=Big", "PUT", clip_bytes(1024 * 1024, 99), AUTH
+        )
         assert status == 507, body
         assert temp_files(clips_dir) == []
         assert daemon.get("/api/v1/jobs/toobig")[0] == 404
@@ -88,16 +93,19 @@ def test_full_disk_refuses_uploads_keeps_serving_and_retention_frees_space(
                 pass
         try:
             assert free_bytes(clips_dir) < 64 * 1024
-            status, _, _ = request(f"{daemon.url}/api/v1/jobs/tiny?title=Tiny", "PUT",
-                                   clip_bytes(200_000, 98), AUTH)
+            status, _, _ = request(
+                f"{daemon.url}/api/v1/jobs/tiny?title=Tiny", "PUT", clip_bytes(200_000, 98), AUTH
+            )
             assert status == 507
             assert temp_files(clips_dir) == []
             for relpath in written[:5]:
                 assert daemon.get(f"/api/v1/jobs/{job_of(relpath)}/download")[0] == 200
             assert daemon.get("/health")[0] == 200
             # Past a download-counter flush (a SQLite write on the full disk).
-            wait_for(lambda: flushed(clips_dir) or "could not write download counters"
-                     in daemon.log(), what="a download-counter flush on the full disk")
+            wait_for(
+                lambda: flushed(clips_dir) or "could not write download counters" in daemon.log(),
+                what="a download-counter flush on the full disk",
+            )
             assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
             assert daemon.get("/health")[0] == 200
         finally:
@@ -106,8 +114,9 @@ def test_full_disk_refuses_uploads_keeps_serving_and_retention_frees_space(
         # Ingest of new small clips and uploads that fit go on.
         write_clip(clips_dir, "2026-11-29", "Small_s1.mp4", clip_bytes(20_000, 1))
         wait_for(lambda: daemon.get("/api/v1/jobs/s1")[0] == 200, what="small clip ingested")
-        status, _, body = request(f"{daemon.url}/api/v1/jobs/u1?title=Fits", "PUT",
-                                  clip_bytes(30_000, 2), AUTH)
+        status, _, body = request(
+            f"{daemon.url}/api/v1/jobs/u1?title=Fits", "PUT", clip_bytes(30_000, 2), AUTH
+        )
         assert status == 201, body
         assert daemon.stop() == 0
         assert index_rows(clips_dir) == disk_clips(clips_dir)
@@ -116,13 +125,16 @@ def test_full_disk_refuses_uploads_keeps_serving_and_retention_frees_space(
         # Retention with watermarks: frees space below the low mark, oldest first.
         before = used_percent(clips_dir)
         assert before > 80, before
-        daemon.env.update({"CLIPD_RETENTION_HIGH_WATERMARK_DISK_PERCENT": "80",
-                           "CLIPD_RETENTION_LOW_WATERMARK_DISK_PERCENT": "50"})
+        daemon.env.update(
+            {
+                "CLIPD_RETENTION_HIGH_WATERMARK_DISK_PERCENT": "80",
+                "CLIPD_RETENTION_LOW_WATERMARK_DISK_PERCENT": "50",
+            }
+        )
         daemon.start()
         # Retention plans with file sizes; the index's own WAL on the same small disk grows
         # a little while it deletes: two points of slack on an 8 MB disk (~160 KB).
-        wait_for(lambda: used_percent(clips_dir) < 52, timeout=20,
-                 what="disk below the low mark")
+        wait_for(lambda: used_percent(clips_dir) < 52, timeout=20, what="disk below the low mark")
         assert daemon.stop() == 0
         rows = index_rows(clips_dir)
         assert rows == disk_clips(clips_dir)
@@ -131,5 +143,7 @@ def test_full_disk_refuses_uploads_keeps_serving_and_retention_frees_space(
         assert gone and kept
         assert gone == written[: len(gone)], "retention must evict the oldest clips first"
         assert {"2026-11-29/Small_s1.mp4"} <= set(rows)
-        print(f"\nfull disk: {before:.0f}% used → {used_percent(clips_dir):.0f}% "
-              f"after retention; {len(gone)} of {len(written)} old clips evicted")
+        print(
+            f"\nfull disk: {before:.0f}% used → {used_percent(clips_dir):.0f}% "
+            f"after retention; {len(gone)} of {len(written)} old clips evicted"
+        )

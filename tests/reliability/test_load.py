@@ -56,8 +56,9 @@ class IndexView:
     """Job ids and states straight from the daemon's SQLite index (read-only)."""
 
     def __init__(self, clips: Path) -> None:
-        self.conn = sqlite3.connect(f"file:{clips / '.clipd' / 'index.sqlite3'}?mode=ro",
-                                    uri=True, check_same_thread=False)
+        self.conn = sqlite3.connect(
+            f"file:{clips / '.clipd' / 'index.sqlite3'}?mode=ro", uri=True, check_same_thread=False
+        )
         self.lock = threading.Lock()
 
     def ids(self) -> list[str]:
@@ -94,9 +95,15 @@ def sample_rss(pid: int, stop: threading.Event, tally: Tally) -> None:
         stop.wait(0.2)
 
 
-async def downloader(session: aiohttp.ClientSession, url: str, view: IndexView,
-                     ids: list[list[str]], deadline: float, tally: Tally,
-                     rng: random.Random) -> None:
+async def downloader(
+    session: aiohttp.ClientSession,
+    url: str,
+    view: IndexView,
+    ids: list[list[str]],
+    deadline: float,
+    tally: Tally,
+    rng: random.Random,
+) -> None:
     next_at = time.monotonic() + rng.uniform(0, REQUEST_EVERY_S)
     while (now := time.monotonic()) < deadline:
         if next_at > now:
@@ -135,10 +142,13 @@ async def drive(daemon: DaemonProcess, seconds: float, tally: Tally) -> None:
                     await asyncio.sleep(0.25)
                     ids[0] = await asyncio.to_thread(view.ids) or ids[0]
 
-            await asyncio.gather(refresh(), *(
-                downloader(session, daemon.url, view, ids, deadline, tally, random.Random(i))
-                for i in range(CONNECTIONS)
-            ))
+            await asyncio.gather(
+                refresh(),
+                *(
+                    downloader(session, daemon.url, view, ids, deadline, tally, random.Random(i))
+                    for i in range(CONNECTIONS)
+                ),
+            )
     finally:
         view.close()
 
@@ -158,18 +168,22 @@ def lag_p99(metrics_text: str) -> tuple[float, int]:
     return float("inf"), int(total)
 
 
-def run_load(make_daemon, clips: Path, tmp_path: Path, seconds: float,
-             lag_limit_s: float = LAG_P99_LIMIT_S) -> None:
+def run_load(
+    make_daemon, clips: Path, tmp_path: Path, seconds: float, lag_limit_s: float = LAG_P99_LIMIT_S
+) -> None:
     base = time.time() - 600
     for i in range(120):
-        write_clip(clips, "2026-11-29", f"Seed_s{i}.mp4", clip_bytes(CLIP_BYTES, -i - 1),
-                   mtime=base + i)
+        write_clip(
+            clips, "2026-11-29", f"Seed_s{i}.mp4", clip_bytes(CLIP_BYTES, -i - 1), mtime=base + i
+        )
     daemon = make_daemon(env=ENV).start()
     assert daemon.proc is not None
     tally = Tally()
     stop = threading.Event()
-    threads = [threading.Thread(target=writer, args=(clips, stop, tally)),
-               threading.Thread(target=sample_rss, args=(daemon.proc.pid, stop, tally))]
+    threads = [
+        threading.Thread(target=writer, args=(clips, stop, tally)),
+        threading.Thread(target=sample_rss, args=(daemon.proc.pid, stop, tally)),
+    ]
     for thread in threads:
         thread.start()
     started = time.monotonic()
@@ -212,13 +226,14 @@ def run_load(make_daemon, clips: Path, tmp_path: Path, seconds: float,
     assert p99 <= lag_limit_s
 
 
-def test_load_short_downloads_writes_and_eviction(make_daemon, clips_dir: Path,
-                                                  tmp_path: Path) -> None:
+def test_load_short_downloads_writes_and_eviction(
+    make_daemon, clips_dir: Path, tmp_path: Path
+) -> None:
     run_load(make_daemon, clips_dir, tmp_path, 10.0, SHORT_LAG_P99_LIMIT_S)
 
 
 @pytest.mark.slow
-def test_load_downloads_writes_and_eviction(make_daemon, clips_dir: Path,
-                                            tmp_path: Path) -> None:
-    run_load(make_daemon, clips_dir, tmp_path,
-             float(os.environ.get("CLIPD_TEST_LOAD_SECONDS", "60")))
+def test_load_downloads_writes_and_eviction(make_daemon, clips_dir: Path, tmp_path: Path) -> None:
+    run_load(
+        make_daemon, clips_dir, tmp_path, float(os.environ.get("CLIPD_TEST_LOAD_SECONDS", "60"))
+    )

@@ -55,8 +55,9 @@ def assert_never_served(daemon: DaemonProcess, job: str, good: bytes) -> int:
     """GET, HEAD and a Range GET: nothing but the original bytes, never a 5xx."""
     codes = []
     for method, headers in (("GET", {}), ("HEAD", {}), ("GET", {"Range": "bytes=0-99"})):
-        status, resp_headers, body = request(f"{daemon.url}/api/v1/jobs/{job}/download",
-                                             method, headers=headers)
+        status, resp_headers, body = request(
+            f"{daemon.url}/api/v1/jobs/{job}/download", method, headers=headers
+        )
         assert status < 500, (job, method, status, body[:300])
         if status in (200, 206) and method == "GET":
             # Only a file whose bytes still hash to the record may be served.
@@ -123,19 +124,25 @@ def test_scrub_and_verify_find_rot_that_stat_cannot_see(make_daemon, clips_dir: 
     rot_under_stat(clips_dir, "t3")
 
     verify = subprocess.run(
-        [sys.executable, "-m", "clipd", "verify"], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "clipd", "verify"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": os.environ["PATH"], "CLIPS_DIR": str(clips_dir)},
     )
     assert verify.returncode != 0, verify.stdout
-    changed = sorted(line.split()[1] for line in verify.stdout.splitlines()
-                     if line.startswith("CHANGED"))
+    changed = sorted(
+        line.split()[1] for line in verify.stdout.splitlines() if line.startswith("CHANGED")
+    )
     assert changed == [f"{DAY}/Tamper_t1.mp4", f"{DAY}/Tamper_t3.mp4"], verify.stdout
 
-    daemon.env.update({"CLIPD_SCRUB_MB_PER_SECOND": "1000",
-                       "CLIPD_SCRUB_MIN_INTERVAL_HOURS": "0"})
+    daemon.env.update({"CLIPD_SCRUB_MB_PER_SECOND": "1000", "CLIPD_SCRUB_MIN_INTERVAL_HOURS": "0"})
     daemon.start()
-    wait_for(lambda: quarantined(clips_dir, "t1") and quarantined(clips_dir, "t3"),
-             timeout=20, what="the scrub quarantining both rotten clips")
+    wait_for(
+        lambda: quarantined(clips_dir, "t1") and quarantined(clips_dir, "t3"),
+        timeout=20,
+        what="the scrub quarantining both rotten clips",
+    )
     assert daemon.metric("clipd_scrub_mismatches_total") == 2
     for job in ("t1", "t3"):
         assert assert_never_served(daemon, job, data[job]) == 404

@@ -23,8 +23,9 @@ def inotify_limit(name: str, value: int) -> Iterator[int]:
         old = int(path.read_text())
         path.write_text(str(value))
     except OSError as exc:
-        pytest.skip(f"cannot change {path} here ({exc.strerror}); needs root outside a "
-                    "read-only /proc")
+        pytest.skip(
+            f"cannot change {path} here ({exc.strerror}); needs root outside a read-only /proc"
+        )
     try:
         yield old
     finally:
@@ -64,11 +65,13 @@ def test_watch_limit_hit_falls_back_to_rescans(make_daemon, clips_dir: Path) -> 
             (clips_dir / f"2026-02-{day:02d}").mkdir()
         # Folders past the limit have no watch: clips written into them later produce
         # no event at all, and only the safety rescan can find them.
-        wait_for(lambda: "rescan (folder created)" in daemon.log(), timeout=60,
-                 what="folder rescan")
+        wait_for(
+            lambda: "rescan (folder created)" in daemon.log(), timeout=60, what="folder rescan"
+        )
         for day in range(1, 29):
-            write_clip(clips_dir, f"2026-02-{day:02d}", f"Many_Days_d{day}.mp4",
-                       clip_bytes(300, day))
+            write_clip(
+                clips_dir, f"2026-02-{day:02d}", f"Many_Days_d{day}.mp4", clip_bytes(300, day)
+            )
         wait_for(lambda: len(index_rows(clips_dir)) == 28, timeout=60, what="28 days indexed")
     assert index_rows(clips_dir) == disk_clips(clips_dir)
     # The daemon keeps serving whatever happened to its watches.
@@ -81,8 +84,9 @@ def test_many_day_folders_at_once(make_daemon, clips_dir: Path) -> None:
         folder = clips_dir / f"2026-04-{day:02d}"
         folder.mkdir()
         for n in range(3):
-            write_clip(clips_dir, folder.name, f"Burst_d{day}-{n}.mp4",
-                       clip_bytes(200, day * 10 + n))
+            write_clip(
+                clips_dir, folder.name, f"Burst_d{day}-{n}.mp4", clip_bytes(200, day * 10 + n)
+            )
     wait_for(lambda: len(index_rows(clips_dir)) == 90, timeout=60, what="90 clips")
     assert index_rows(clips_dir) == disk_clips(clips_dir)
     assert os.path.isdir(clips_dir / ".clipd")
