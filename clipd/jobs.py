@@ -15,6 +15,7 @@ import base64
 import errno
 import functools
 import hmac
+import json
 import logging
 import os
 import time
@@ -378,10 +379,30 @@ class _ClipFileResponse(web.FileResponse):
         self._downloading[self._job_id] += 1
         try:
             return await super().prepare(self._clean_request)
+        except FileNotFoundError:
+            # Evicted or deleted between the check and the open. aiohttp >= 3.9 answers
+            # 404 itself; 3.8 (Debian 12) raises, which would drop the connection.
+            if self.prepared:
+                raise
+            return await self._answer_gone(request)
         finally:
             self._downloading[self._job_id] -= 1
             if self._downloading[self._job_id] <= 0:
                 del self._downloading[self._job_id]
+
+    async def _answer_gone(self, request: web.BaseRequest) -> Any:
+        body = json.dumps(
+            {"error": "not_found", "detail": f"job {self._job_id} was removed just now"}
+        ).encode()
+        for name in list(self.headers):
+            if name.lower() not in {"date", "server"}:
+                del self.headers[name]
+        self.set_status(404)
+        self.content_type = "application/json"
+        self.content_length = len(body)
+        writer = await web.StreamResponse.prepare(self, request)
+        await web.StreamResponse.write(self, body)
+        return writer
 
 
 def _check_signature(state: State, request: web.Request, job_id: str) -> None:
