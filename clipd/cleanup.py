@@ -228,13 +228,29 @@ def _unlink_in(dir_fd: int, names: list[str], wanted: dict[str, Deletion], out: 
         out.deleted.append(deletion)
 
 
-def _remove_empty_days(clips_dir: Path, days: Iterable[str]) -> list[str]:
-    """rmdir each day folder that is empty now; a non-empty one is left alone."""
+_FRESH_FOLDER_S = 60.0
+
+
+def _is_young(folder: Path) -> bool:
+    return time.time() - folder.stat().st_mtime < _FRESH_FOLDER_S
+
+
+def _remove_empty_days(
+    clips_dir: Path, days: Iterable[str], deletions: Iterable[Deletion]
+) -> list[str]:
+    """rmdir each day folder that is empty now; a non-empty one is left alone.
+
+    A folder that was empty already (nothing deleted from it) is kept while it is young:
+    a writer may have just made it and be about to put its temp file there.
+    """
+    emptied_now = {d.relpath.partition("/")[0] for d in deletions}
     removed: list[str] = []
     for day in days:
         if not is_day_folder(day):
             continue
         try:
+            if day not in emptied_now and _is_young(clips_dir / day):
+                continue
             os.rmdir(clips_dir / day)
         except OSError as exc:
             if exc.errno not in {errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT}:
@@ -286,7 +302,7 @@ def apply_blocking(ix: Index, clips_dir: Path, the_plan: Plan, now: float) -> Ap
         for name in ("deleted", "skipped", "gone", "failed"):
             getattr(unlinked, name).extend(getattr(part, name))
     _log_deletions(unlinked.deleted, now)
-    dirs = _remove_empty_days(clips_dir, the_plan.empty_days)
+    dirs = _remove_empty_days(clips_dir, the_plan.empty_days, the_plan.deletions)
     return _applied(unlinked, dirs)
 
 
@@ -328,7 +344,9 @@ async def apply_plan(
     _log_deletions(unlinked.deleted, now)
     dirs: list[str] = []
     if local and the_plan.empty_days:
-        dirs = await asyncio.to_thread(_remove_empty_days, clips_dir, the_plan.empty_days)
+        dirs = await asyncio.to_thread(
+            _remove_empty_days, clips_dir, the_plan.empty_days, the_plan.deletions
+        )
     return _applied(unlinked, dirs)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -166,3 +168,23 @@ def test_daemon_evicts_oldest_first_as_clips_arrive(
     assert daemon.metric("clipd_retention_freed_bytes_total") == 3 * 400_000
     assert daemon.metric("clipd_retention_last_run_timestamp_seconds") > now
     assert "Cleanup completed: 1 files deleted, 0.4 MB freed, 0 empty dirs removed" in daemon.log()
+
+
+def test_cleanup_keeps_a_young_empty_day_folder(tmp_path: Path) -> None:
+    clips = tmp_path / "clips"
+    old = clips / "2026-01-01"
+    young = clips / "2026-01-02"
+    old.mkdir(parents=True)
+    young.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    result = subprocess.run(
+        [sys.executable, "-m", "clipd", "cleanup", "--clips-dir", str(clips)],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    # A writer may have just made the young folder for its temp file.
+    assert young.is_dir()
+    assert not old.exists()
