@@ -46,7 +46,10 @@ def quarantine_file(clips_dir: Path, relpath: str, reason: str, job_id: str = ""
         "quarantined_at": time.time(),
     }
     note_path = target.with_name(target.name + ".json")
-    note_path.write_text(json.dumps(note, indent=2) + "\n")
+    # Written aside and renamed: whoever reads the note never sees half of it.
+    partial = note_path.with_name(note_path.name + ".part")
+    partial.write_text(json.dumps(note, indent=2) + "\n")
+    os.replace(partial, note_path)
     try:
         os.rename(source, target)
     except FileNotFoundError:

@@ -118,7 +118,8 @@ def test_invalid_clip_is_quarantined_with_reason(make_daemon, clips_dir: Path) -
     daemon = make_daemon().start()
     write_clip(clips_dir, DAY, "Not_Video_bad1.mp4", b"this is not an mp4 at all" * 10)
     note = clips_dir / ".clipd" / "quarantine" / DAY / "Not_Video_bad1.mp4.json"
-    wait_for(note.exists, what="quarantine note")
+    # The note is written first, then the file moves: wait for the move.
+    wait_for(lambda: (note.parent / "Not_Video_bad1.mp4").exists(), what="quarantined file")
     reason = json.loads(note.read_text())
     assert "signature" in reason["reason"]
     assert reason["original_path"] == f"{DAY}/Not_Video_bad1.mp4"
