@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ __all__ = ["QUARANTINE_DIRNAME", "quarantine_dir", "quarantine_file"]
 
 logger = logging.getLogger(__name__)
 QUARANTINE_DIRNAME = "quarantine"
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def quarantine_dir(clips_dir: Path) -> Path:
@@ -30,7 +32,16 @@ def quarantine_file(clips_dir: Path, relpath: str, reason: str, job_id: str = ""
     Returns the new path, or None when the file was already gone. The rename stays on
     one filesystem (the quarantine is inside the tree), so it is atomic.
     """
+    # The download check and ingest may quarantine the same file at once: one at a time,
+    # so neither picks the other's target name nor removes the other's note.
+    with _ONE_AT_A_TIME:
+        return _quarantine_locked(clips_dir, relpath, reason, job_id)
+
+
+def _quarantine_locked(clips_dir: Path, relpath: str, reason: str, job_id: str) -> Path | None:
     source = clips_dir / relpath
+    if not os.path.lexists(source):
+        return None
     day = relpath.partition("/")[0] or "unknown"
     target_dir = quarantine_dir(clips_dir) / day
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +58,7 @@ def quarantine_file(clips_dir: Path, relpath: str, reason: str, job_id: str = ""
     }
     note_path = target.with_name(target.name + ".json")
     # Written aside and renamed: whoever reads the note never sees half of it.
-    partial = note_path.with_name(note_path.name + ".part")
+    partial = note_path.with_name(f"{note_path.name}.{os.getpid()}.part")
     partial.write_text(json.dumps(note, indent=2) + "\n")
     os.replace(partial, note_path)
     try:
