@@ -26,7 +26,7 @@ import psutil
 from clipd.config import Config
 from clipd.index import AsyncIndex, ClipRecord, Index
 from clipd.naming import is_day_folder
-from clipd.retention import Deletion, Plan, Policy, TmpFile, Usage, plan
+from clipd.retention import Deletion, Plan, Policy, TmpFile, Usage, over_high_mark, plan
 from clipd.storage import Backend
 from clipd.storage.local import fsync_dir
 
@@ -356,24 +356,33 @@ def _busy(extras: dict[str, Any]) -> frozenset[str]:
     return frozenset(downloading) if downloading else frozenset()
 
 
-async def run_once(daemon: Daemon) -> Applied:
-    """One retention pass in the daemon: gather, plan, apply, log, count."""
+async def run_once(daemon: Daemon, draining: bool = False) -> tuple[Applied, bool]:
+    """One retention pass in the daemon: gather, plan, apply, log, count.
+
+    Returns what was applied and whether the watermark drain goes on: it began at the high
+    mark and the filesystem, measured after the pass, is still above the low mark."""
     started = time.monotonic()
     config: Config = daemon.config
     clips_dir = config.clips_dir
     local = stores_locally(daemon.backend)
     snapshot = await daemon.index.read(lambda ix: gather_blocking(ix, clips_dir, local))
     now = time.time()
+    policy = Policy.from_config(config.retention)
     the_plan = plan(
         snapshot.records,
         snapshot.usage,
-        Policy.from_config(config.retention),
+        policy,
         now,
         tmp_files=snapshot.tmp_files,
         busy=_busy(daemon.state.extras),
         day_entries=snapshot.day_entries,
+        draining=draining,
     )
     applied = await apply_plan(daemon.index, daemon.backend, clips_dir, the_plan, now)
+    if over_high_mark(snapshot.usage, policy, draining):
+        draining = over_high_mark(await asyncio.to_thread(usage_of, clips_dir), policy, True)
+    else:
+        draining = False
     if the_plan.unmet:
         logger.warning(
             "retention targets still not met (%s): every other clip is protected "
@@ -387,7 +396,7 @@ async def run_once(daemon: Daemon) -> Applied:
     metrics.retention_last_run.set(time.time())
     metrics.retention_last_duration.set(time.monotonic() - started)
     logger.info("%s", summary_line(applied))
-    return applied
+    return applied, draining
 
 
 def _limits_check(config: Config, local: bool) -> Callable[[Index], bool]:
@@ -415,14 +424,15 @@ async def retention_service(daemon: Daemon) -> None:
     local = stores_locally(daemon.backend)
     try:
         triggered = False
+        draining = False
         while True:
-            if triggered:
+            if triggered and not draining:
                 over = await daemon.index.read(_limits_check(daemon.config, local))
                 if not over:
                     triggered = await _wait(wake, daemon.config.retention.interval_seconds)
                     continue
             try:
-                await run_once(daemon)
+                _, draining = await run_once(daemon, draining)
             except OSError:
                 logger.error("retention pass failed; the next one retries", exc_info=True)
             await asyncio.sleep(_MIN_TRIGGER_GAP_S if wake.is_set() else 0)

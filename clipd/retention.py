@@ -25,6 +25,7 @@ __all__ = [
     "Reason",
     "TmpFile",
     "Usage",
+    "over_high_mark",
     "plan",
 ]
 
@@ -143,14 +144,24 @@ def _is_safe_relpath(relpath: str) -> bool:
     )
 
 
-def _disk_target(usage: Usage | None, policy: Policy) -> int | None:
+def over_high_mark(usage: Usage | None, policy: Policy, draining: bool = False) -> bool:
+    """Whether the watermark rule bites: usage crossed the high mark, or a drain that
+    began there has not yet brought usage down to the low mark."""
+    if usage is None or usage.used_bytes + usage.free_bytes <= 0:
+        return False
+    if usage.percent >= policy.high_watermark_percent:
+        return True
+    return draining and usage.percent > policy.low_watermark_percent
+
+
+def _disk_target(usage: Usage | None, policy: Policy, draining: bool) -> int | None:
     """The most the filesystem may hold after the plan, or None when no disk rule bites."""
     if usage is None:
         return None
     size = usage.used_bytes + usage.free_bytes
     targets: list[int] = []
     # Hysteresis: cross the high mark, then evict down to the low mark.
-    if size > 0 and usage.percent >= policy.high_watermark_percent:
+    if over_high_mark(usage, policy, draining):
         targets.append(int(size * policy.low_watermark_percent / 100))
     if policy.min_free_bytes > 0 and usage.free_bytes < policy.min_free_bytes:
         targets.append(usage.used_bytes - (policy.min_free_bytes - usage.free_bytes))
@@ -166,13 +177,17 @@ def plan(
     tmp_files: Iterable[TmpFile] = (),
     busy: frozenset[str] = frozenset(),
     day_entries: Mapping[str, int] | None = None,
+    draining: bool = False,
 ) -> Plan:
     """Plan evictions (pure).
 
     ``usage`` is None when the clips do not live on the local filesystem (no disk rule).
     ``busy`` holds job ids being downloaded; ``day_entries`` the number of entries in
     each day folder (to know which folders the plan empties; the day of ``now`` is
-    never listed, a writer may be about to use it).
+    never listed, a writer may be about to use it). ``draining`` says an earlier pass
+    began evicting at the high mark and usage, as measured since, is still above the
+    low mark (the filesystem freed less than the sizes planned: metadata, the index's
+    own journal): the watermark rule keeps biting until the low mark is reached.
     """
     now_ns = int(now * _NS)
     protect_ns = int(policy.protect_recent_s * _NS)
@@ -198,7 +213,7 @@ def plan(
         if r.state == "ok" and r.job_id not in busy and now_ns - r.mtime_ns >= protect_ns
     ]
     max_clip = policy.max_size_bytes or None
-    max_disk = _disk_target(usage, policy)
+    max_disk = _disk_target(usage, policy, draining)
     disk_used = None if usage is None else usage.used_bytes
     remaining = clip_bytes
     rest: list[ClipRecord] = []
@@ -215,7 +230,7 @@ def plan(
         if max_clip is not None and remaining > max_clip:
             out.append(Reason.SIZE)
         if max_disk is not None and disk_used is not None and disk_used - freed_disk > max_disk:
-            over_high = usage is not None and usage.percent >= policy.high_watermark_percent
+            over_high = over_high_mark(usage, policy, draining)
             out.append(Reason.DISK if over_high else Reason.MIN_FREE)
         return tuple(out)
 

@@ -251,3 +251,17 @@ def test_planning_is_idempotent(
     p = plan(records, usage, policy, NOW)
     kept, after = _after(records, usage, p)
     assert plan(kept, after, policy, NOW).deletions == ()
+
+
+def test_a_drain_begun_at_the_high_mark_goes_on_down_to_the_low_mark() -> None:
+    # The filesystem freed less than planned (metadata, the index's journal): usage is now
+    # between the marks. A fresh look leaves it there; a drain in progress goes on.
+    policy = Policy(high_watermark_percent=80, low_watermark_percent=50)
+    records = [rec(f"c{i}", (10 - i) * H, size=10) for i in range(10)]
+    usage = Usage(total_bytes=100, used_bytes=53, free_bytes=47)
+    assert plan(records, usage, policy, NOW).deletions == ()
+    draining = plan(records, usage, policy, NOW, draining=True)
+    assert planned(draining) == [("c0", Reason.DISK)]
+    assert draining.disk_used_after is not None and draining.disk_used_after <= 50
+    below = Usage(total_bytes=100, used_bytes=50, free_bytes=50)
+    assert plan(records, below, policy, NOW, draining=True).deletions == ()

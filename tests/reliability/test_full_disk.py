@@ -132,9 +132,10 @@ def test_full_disk_refuses_uploads_keeps_serving_and_retention_frees_space(
             }
         )
         daemon.start()
-        # Retention plans with file sizes; the index's own WAL on the same small disk grows
-        # a little while it deletes: two points of slack on an 8 MB disk (~160 KB).
-        wait_for(lambda: used_percent(clips_dir) < 52, timeout=20, what="disk below the low mark")
+        # Retention plans with file sizes, but the filesystem frees a little less (the
+        # index's own journal grows while it deletes): the drain goes on, measuring, until
+        # the disk is at the low mark. Half a point of slack for writes after the last pass.
+        wait_for(lambda: used_percent(clips_dir) < 50.5, timeout=20, what="disk below the low mark")
         assert daemon.stop() == 0
         rows = index_rows(clips_dir)
         assert rows == disk_clips(clips_dir)
