@@ -11,6 +11,7 @@ reader pool, so nothing blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -392,6 +393,29 @@ class Index:
                 delta.add(day, -1, -size)
             conn.executemany("DELETE FROM clips WHERE job_id = ?", ((j,) for j in ids))
             delta.apply(conn)
+
+    def finish_deletions(self, done: Sequence[str], kept: Sequence[str] = ()) -> None:
+        """Drop the rows of ``done`` and set ``kept`` back to ``ok``, in one transaction.
+
+        Set-based: one statement per step for the whole batch (the ids go in as one JSON
+        array), the aggregates fixed up from a GROUP BY in the same transaction; retention
+        finishes a batch of removals with it (``kept``: files it could not delete)."""
+        in_ids = "job_id IN (SELECT value FROM json_each(?))"
+        with self._transaction() as conn:
+            if done:
+                ids = json.dumps(list(done))
+                delta = _Delta()
+                for day, files, size in conn.execute(
+                    f"SELECT day, count(*), sum(size_bytes) FROM clips WHERE {in_ids} GROUP BY day",
+                    (ids,),
+                ):
+                    delta.add(day, -files, -size)
+                conn.execute(f"DELETE FROM clips WHERE {in_ids}", (ids,))
+                delta.apply(conn)
+            if kept:
+                conn.execute(
+                    f"UPDATE clips SET state = 'ok' WHERE {in_ids}", (json.dumps(list(kept)),)
+                )
 
     def delete(self, job_id: str) -> None:
         self.delete_many([job_id])
