@@ -17,11 +17,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import psutil
 
 from clipd.config import Config
 from clipd.index import AsyncIndex, ClipRecord, Index
@@ -90,9 +89,16 @@ def summary_line(applied: Applied) -> str:
 
 
 def usage_of(path: Path) -> Usage:
-    """Filesystem usage of ``path`` as ``df`` reports it; blocks (statvfs)."""
-    disk = psutil.disk_usage(str(path))
-    return Usage(total_bytes=disk.total, used_bytes=disk.used, free_bytes=disk.free)
+    """Filesystem usage of ``path`` as ``df`` reports it; blocks (statvfs).
+
+    The figures ``psutil.disk_usage`` gives, without importing psutil (a CLI command
+    pays for every import): free is what an unprivileged writer may still use."""
+    st = os.statvfs(path)
+    return Usage(
+        total_bytes=st.f_blocks * st.f_frsize,
+        used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
+        free_bytes=st.f_bavail * st.f_frsize,
+    )
 
 
 def _scan_days(
@@ -153,18 +159,6 @@ def stores_locally(backend: Backend) -> bool:
 # -- applying (blocking parts) -------------------------------------------------------------
 
 
-def _held_by_other(name: str, dir_fd: int) -> bool:
-    """True when another open file holds an flock on ``name``; raises OSError if gone."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops our own lock at once
-    return False
-
-
 @dataclass(frozen=True, slots=True)
 class _Unlinked:
     deleted: list[Deletion]
@@ -172,52 +166,128 @@ class _Unlinked:
     gone: list[Deletion]
     failed: list[Deletion]
 
+    def extend(self, other: _Unlinked) -> None:
+        self.deleted.extend(other.deleted)
+        self.skipped.extend(other.skipped)
+        self.gone.extend(other.gone)
+        self.failed.extend(other.failed)
+
 
 def _unlink_local(clips_dir: Path, deletions: Sequence[Deletion]) -> _Unlinked:
-    """Unlink files, skipping flock-held ones; one fsync per touched day folder.
+    """Unlink files, skipping flock-held ones; one fsync per touched day folder."""
+    return _finish_unlinks(_start_unlinks(clips_dir, deletions, None))
 
-    The batch is applied folder by folder in directory order (what ``find -delete``
-    does): unlinking in the filesystem's own order touches far fewer directory and
-    inode-table blocks than the plan's age order, which hops between folders.
+
+_DayResult = tuple[int | None, _Unlinked]
+
+
+def _start_unlinks(
+    clips_dir: Path, deletions: Sequence[Deletion], pool: Executor | None
+) -> list[Future[_DayResult]]:
+    """Start unlinking a batch, one task per day folder (done at once without a pool).
+
+    Each folder is worked on in directory order (what ``find -delete`` does): unlinking
+    in the filesystem's own order touches far fewer directory and inode-table blocks
+    than the plan's age order, which hops between folders. With a ``pool`` the folders
+    go in parallel: an unlink may wait on the device (a filesystem mounted with
+    ``discard`` trims the freed blocks synchronously), and those waits then overlap.
     """
-    out = _Unlinked([], [], [], [])
     by_day: dict[str, dict[str, Deletion]] = {}
     for deletion in deletions:
         by_day.setdefault(deletion.day, {})[deletion.relpath.partition("/")[2]] = deletion
-    to_sync: list[int] = []
+    if pool is not None:
+        return [pool.submit(_unlink_day, clips_dir, day, by_day[day]) for day in sorted(by_day)]
+    done: list[Future[_DayResult]] = []
     try:
-        for day, wanted in sorted(by_day.items()):
-            try:
-                dir_fd = os.open(clips_dir / day, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                out.gone.extend(wanted.values())
-                continue
-            to_sync.append(dir_fd)
-            order = {name: n for n, name in enumerate(os.listdir(dir_fd))}
-            names = sorted(wanted, key=lambda name: order.get(name, -1))
-            _unlink_in(dir_fd, names, wanted, out)
+        for day in sorted(by_day):
+            future: Future[_DayResult] = Future()
+            future.set_result(_unlink_day(clips_dir, day, by_day[day]))
+            done.append(future)
+    except BaseException:
+        _close_all(done)
+        raise
+    return done
+
+
+def _finish_unlinks(futures: Sequence[Future[_DayResult]]) -> _Unlinked:
+    """Wait for a batch's folders, fsync each (after all of its unlinks), merge outcomes.
+
+    Raises the first folder's OSError (after closing every folder)."""
+    wait(futures)
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            _close_all(futures)
+            raise error
+    out = _Unlinked([], [], [], [])
+    results = [f.result() for f in futures]
+    try:
         # fsync every folder only after all unlinks: the first fsync commits the
         # filesystem journal for all of them, the rest then find nothing left to do.
-        for dir_fd in to_sync:
-            os.fsync(dir_fd)
+        for dir_fd, _ in results:
+            if dir_fd is not None:
+                os.fsync(dir_fd)
     finally:
-        for dir_fd in to_sync:
-            os.close(dir_fd)
+        _close_all(futures)
+    for _, part in results:
+        out.extend(part)
     return out
 
 
+def _close_all(futures: Iterable[Future[_DayResult]]) -> None:
+    for future in futures:
+        if future.done() and future.exception() is None:
+            dir_fd = future.result()[0]
+            if dir_fd is not None:
+                os.close(dir_fd)
+
+
+def _unlink_day(
+    clips_dir: Path, day: str, wanted: dict[str, Deletion]
+) -> tuple[int | None, _Unlinked]:
+    """Unlink ``wanted`` in one day folder; returns its open fd (to fsync) and the outcome."""
+    out = _Unlinked([], [], [], [])
+    try:
+        dir_fd = os.open(clips_dir / day, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        out.gone.extend(wanted.values())
+        return None, out
+    try:
+        order = {name: n for n, name in enumerate(os.listdir(dir_fd))}
+        names = sorted(wanted, key=lambda name: order.get(name, -1))
+        _unlink_in(dir_fd, names, wanted, out)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd, out
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
 def _unlink_in(dir_fd: int, names: list[str], wanted: dict[str, Deletion], out: _Unlinked) -> None:
-    """Unlink ``names`` inside one open folder."""
+    """Unlink ``names`` inside one open folder, each while holding its flock.
+
+    A file another process holds with an flock (a download, a copy) is skipped. Taking
+    the lock before the unlink and keeping it until after closes the window in which a
+    reader could lock the file between the check and the unlink.
+    """
     for name in names:
         deletion = wanted[name]
         try:
-            if _held_by_other(name, dir_fd):
+            fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
                 logger.info(
                     "skipping %s this round: another process holds a lock on it", deletion.relpath
                 )
                 out.skipped.append(deletion)
                 continue
-            os.unlink(name, dir_fd=dir_fd)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+            finally:
+                os.close(fd)  # closing drops our own lock
         except FileNotFoundError:
             out.gone.append(deletion)
             continue
@@ -263,6 +333,8 @@ def _remove_empty_days(
 
 
 def _log_deletions(applied: Sequence[Deletion], now: float) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
     for d in applied:
         logger.info(
             "deleted %s (job %s, %d bytes, %.1f h old): %s",
@@ -274,9 +346,8 @@ def _log_deletions(applied: Sequence[Deletion], now: float) -> None:
         )
 
 
-def _finish_rows(ix: Index, done: Iterable[str], kept: Iterable[str]) -> None:
-    ix.delete_many(done)
-    ix.set_state_many(kept, "ok")
+def _finish_rows(ix: Index, done: Sequence[str], kept: Sequence[str]) -> None:
+    ix.finish_deletions(done, kept)
 
 
 def _marker(job_ids: list[str]) -> Callable[[Index], None]:
@@ -291,19 +362,46 @@ def _ids(deletions: Iterable[Deletion]) -> list[str]:
     return [d.job_id for d in deletions if d.job_id]
 
 
+_UNLINK_THREADS = 4  # folders the CLI unlinks at once (their device waits overlap)
+
+
 def apply_blocking(ix: Index, clips_dir: Path, the_plan: Plan, now: float) -> Applied:
-    """Apply a plan to a local tree from this thread (the CLI); blocks throughout."""
+    """Apply a plan to a local tree from this thread (the CLI); blocks throughout.
+
+    Per batch: mark the rows ``deleting`` (one transaction), unlink in a few threads,
+    fsync the folders, then drop the rows set-based (one transaction). Batches are
+    pipelined: while the threads unlink one batch, this thread marks the next and then
+    drops the rows of the one before, so index writes overlap the unlinks' waits. Per
+    file the order stays: marked, unlinked, its folder fsynced, its row dropped.
+    """
     unlinked = _Unlinked([], [], [], [])
-    for start in range(0, len(the_plan.deletions), _CHUNK * 8):
-        chunk = the_plan.deletions[start : start + _CHUNK * 8]
-        ix.set_state_many(_ids(chunk), "deleting")
-        part = _unlink_local(clips_dir, chunk)
-        _finish_rows(ix, _ids(part.deleted + part.gone), _ids(part.skipped + part.failed))
-        for name in ("deleted", "skipped", "gone", "failed"):
-            getattr(unlinked, name).extend(getattr(part, name))
+    size = _CHUNK * 4
+    chunks = [the_plan.deletions[i : i + size] for i in range(0, len(the_plan.deletions), size)]
+    with ThreadPoolExecutor(_UNLINK_THREADS, thread_name_prefix="clipd-unlink") as pool:
+        running: list[Future[_DayResult]] = []
+        try:
+            for chunk in chunks:
+                ix.set_state_many(_ids(chunk), "deleting")
+                started = _start_unlinks(clips_dir, chunk, pool)
+                previous, running = running, started
+                if previous:
+                    _finish_batch(ix, _finish_unlinks(previous), unlinked)
+            if running:
+                previous, running = running, []
+                _finish_batch(ix, _finish_unlinks(previous), unlinked)
+        except BaseException:
+            wait(running)
+            _close_all(running)
+            raise
     _log_deletions(unlinked.deleted, now)
     dirs = _remove_empty_days(clips_dir, the_plan.empty_days, the_plan.deletions)
     return _applied(unlinked, dirs)
+
+
+def _finish_batch(ix: Index, part: _Unlinked, into: _Unlinked) -> None:
+    """Drop the rows of what is gone now, put back those of files kept; collect."""
+    _finish_rows(ix, _ids(part.deleted + part.gone), _ids(part.skipped + part.failed))
+    into.extend(part)
 
 
 def _applied(unlinked: _Unlinked, dirs: Sequence[str]) -> Applied:
