@@ -13,19 +13,19 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clipd.config import Config
 from clipd.errors import ClipdError, StorageError
-from clipd.index import ClipRecord, Index, index_path
 from clipd.logs import setup_logging
-from clipd.migrate import MigratePlan, Summary, list_source, run_migrate, source_of
-from clipd.migrate_fetch import Fetcher, Item, Status
-from clipd.naming import parse_relpath
-from clipd.reconcile import walk_tree
-from clipd.storage.s3 import make_client
+
+if TYPE_CHECKING:
+    from clipd.config import Config
+    from clipd.migrate import MigratePlan, Summary
+    from clipd.migrate_fetch import Fetcher, Item
+
+# The S3 stack (clipd.migrate, botocore) is imported by the commands that use it, not
+# here: `clipd` imports this module to build its parser for every other command too.
 
 __all__ = ["add_commands", "lifecycle_rule", "verify_tree"]
 
@@ -59,12 +59,17 @@ def _print_summary(summary: Summary, as_json: bool, verb: str) -> None:
 
 
 def _cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from clipd.migrate import run_migrate
+
     summary = run_migrate(args, _config(args, environ))
     _print_summary(summary, args.json, args.command)
     return 1 if summary.failed or summary.not_clips else 0
 
 
 def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from clipd.migrate import list_source, source_of
+    from clipd.migrate_fetch import Fetcher
+
     config = _config(args, environ)
     client, bucket, prefix = source_of(args.source, config, args.concurrency + 4)
     plan = list_source(client, bucket, prefix, config)
@@ -88,6 +93,13 @@ def verify_tree(
     fetcher: Fetcher, plan: MigratePlan, clips_dir: Path, concurrency: int
 ) -> dict[str, Any]:
     """Compare every clip object with the local copy (size and hash); blocks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipd.index import ClipRecord, Index, index_path
+    from clipd.migrate_fetch import Status
+    from clipd.naming import parse_relpath
+    from clipd.reconcile import walk_tree
+
     rows: dict[str, ClipRecord] = {}
     if index_path(clips_dir).exists():
         index = Index(index_path(clips_dir))
@@ -157,6 +169,8 @@ def _cmd_lifecycle(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     print(json.dumps(rule, indent=2))
     if args.apply:
         from botocore.exceptions import BotoCoreError, ClientError
+
+        from clipd.storage.s3 import make_client
 
         try:
             make_client(config.s3).put_bucket_lifecycle_configuration(
