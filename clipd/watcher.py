@@ -118,6 +118,22 @@ class _OverflowSpotter(logging.Handler):
             self._loop.call_soon_threadsafe(self._on_lost, "overflow")
 
 
+class _StopNoise(logging.Filter):
+    """Drops watchdog's ERROR about an emitter read racing its own stop.
+
+    watchdog 6-7 log "InotifyEmitter.queue_events() called when the thread is inactive"
+    when an inotify event arrives while clipd stops the observer; nothing is lost (clipd
+    is stopping, the next start reconciles), but an ERROR in the journal at every such
+    stop would send operators looking for a fault that is not there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in str(record.msg)
+
+
+_STOP_NOISE = _StopNoise()
+logging.getLogger("watchdog.observers.inotify").addFilter(_STOP_NOISE)
+
+
 class Watcher:
     """Recursive inotify watch over the clips tree.
 
