@@ -1,14 +1,14 @@
 """Fetch one S3 object into a hidden temp file, verified, for ``clipd migrate``.
 
-Per object, in the calling worker thread: a presigned GET (one HMAC chain, no botocore
-request machinery per object) sent over this thread's keep-alive ``http.client``
-connection; the body is read with ``readinto`` into the thread's 1 MiB buffer, hashed
-and written from that buffer, so every byte is copied once from the socket and once
-to the page cache. Reading, hashing (hashlib drops the GIL for large buffers) and
-``os.write`` all release the GIL, so a few threads keep both the network and every
-core busy without hand-offs between threads. The bytes are then checked against the
-strongest evidence the store offers (:mod:`clipd.storage.s3verify`); MD5 is computed
-only when that evidence is an ETag.
+Per object, in the calling worker thread: a presigned GET (signed here with one HMAC,
+no botocore request machinery per object: :class:`clipd.storage.s3.Presigner`) sent
+over this thread's keep-alive ``http.client`` connection; the body is read with
+``readinto`` into the thread's 1 MiB buffer, hashed and written from that buffer, so
+every byte is copied once from the socket and written once (O_DIRECT where possible).
+Reading, hashing (hashlib drops the GIL for large buffers) and ``os.write`` all release
+the GIL, so a few threads keep both the network and every core busy without hand-offs
+between threads. The bytes are then checked against the strongest evidence the store
+offers (:mod:`clipd.storage.s3verify`); MD5 is computed only when that evidence is an ETag.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from clipd.checks import BLOCK_BYTES, identity_of, signature_ok
 from clipd.errors import ClipdError, StorageError
 from clipd.index import ClipRecord
-from clipd.storage.s3 import ObjectInfo
+from clipd.storage.s3 import ObjectInfo, Presigner
 from clipd.storage.s3keys import KeyPlan, NotClip
 from clipd.storage.s3verify import (
     Check,
@@ -164,6 +164,16 @@ class Fetcher:
         self.direct = True
         # botocore honours AWS_CA_BUNDLE for its own calls; the GETs must trust the same.
         self._tls = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+        self._presigner: Presigner | None = None
+        self._presigner_lock = threading.Lock()
+
+    def presign(self, key: str) -> str:
+        """A presigned GET URL of ``key`` (one boto3 presign first, then signed here)."""
+        if self._presigner is None:
+            with self._presigner_lock:
+                if self._presigner is None:
+                    self._presigner = Presigner(self.client, self.bucket, _PRESIGN_TTL_S)
+        return self._presigner.url(key)
 
     def close(self) -> None:
         """Close the connections of all threads; call once the pool has finished."""
@@ -274,10 +284,7 @@ class Fetcher:
 
     def _download(self, item: Item, dest: Path) -> Result:
         key = item.info.key
-        url = self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=_PRESIGN_TTL_S
-        )
-        slot, response = self._get(url)
+        slot, response = self._get(self.presign(key))
         # An error answer or a body not read to the end leaves bytes on the connection:
         # reused, the next GET would read them as its answer. Only a drained one is kept.
         drained = False

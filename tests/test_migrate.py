@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config as BotoConfig
 
+from clipd import migrate
 from clipd.cli import main
 from clipd.migrate import plan_migration
 from clipd.migrate_fetch import Fetcher, Status
-from clipd.storage.s3 import ObjectInfo, list_objects
+from clipd.storage.s3 import ObjectInfo, Presigner, list_objects
 from tests.helpers import clip_bytes, disk_clips, index_rows
 from tests.s3server import S3Server
 
@@ -258,3 +263,81 @@ def test_fetch_reconnects_after_the_server_dropped_its_idle_connection(
 
     assert [first.status, second.status] == [Status.MOVED, Status.MOVED]
     assert [r.tmp.read_bytes() for r in (first, second) if r.tmp] == data
+
+
+@pytest.mark.parametrize("token", [None, "session/token+with=odd chars"])
+def test_presigner_signs_urls_exactly_as_boto3_does(token: str | None) -> None:
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="eu-west-3",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret/key+x",
+        aws_session_token=token,
+        config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    presigner = Presigner(client, "bucket", 600)
+    assert not presigner.fallback
+    for key in ("2024-01-01/Clip_a1.mp4", "odd folder/Ünïcode + space~%_b2.mp4", "a//b?c#d_c3.mp4"):
+        theirs = client.generate_presigned_url(
+            "get_object", Params={"Bucket": "bucket", "Key": key}, ExpiresIn=600
+        )
+        stamp = parse_qs(urlsplit(theirs).query)["X-Amz-Date"][0]
+        assert presigner.sign(key, stamp) == theirs
+
+
+def test_presigned_urls_fetch_odd_keys_from_the_store(
+    s3_server: S3Server, make_bucket: Callable[..., str], s3_env: dict[str, str]
+) -> None:
+    s3 = s3_server.client()
+    bucket = make_bucket("sign")
+    keys = ["2024-01-01/Clip_a1.mp4", "odd folder/Ünïcode + space~%_b2.mp4"]
+    for n, key in enumerate(keys):
+        put(s3, bucket, key, clip_bytes(1000 + n, n))
+    presigner = Presigner(s3, bucket, 600)
+    assert not presigner.fallback
+    for n, key in enumerate(keys):
+        with urllib.request.urlopen(presigner.url(key), timeout=30) as response:
+            assert response.read() == clip_bytes(1000 + n, n)
+
+
+def test_migrate_fetches_page_by_page_and_the_first_key_keeps_a_job_id(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(migrate, "_FIRST_PAGE_KEYS", 2)
+    monkeypatch.setattr(migrate, "list_pages", _small_pages(migrate.list_pages))
+    s3 = s3_server.client()
+    bucket = make_bucket("pages")
+    bodies = {f"2024-08-0{n}/Clip_p{n}.mp4": clip_bytes(2000 + 500 * n, n) for n in range(1, 7)}
+    bodies["2024-08-09/Dup_p1.mp4"] = clip_bytes(3000, 99)  # job id p1 again, listed later
+    for key, body in bodies.items():
+        put(s3, bucket, key, body)
+    env = {**s3_env, "CLIPS_DIR": str(clips_dir)}
+
+    code, summary = run(["migrate", "--from", f"s3://{bucket}"], env, capsys)
+
+    assert code == 1 and summary["moved"] == 6 and summary["failed"] == 0
+    assert [o["key"] for o in summary["not_clip_objects"]] == ["2024-08-09/Dup_p1.mp4"]
+    for key, body in bodies.items():
+        if not key.startswith("2024-08-09"):
+            assert (clips_dir / key).read_bytes() == body
+    assert index_rows(clips_dir) == disk_clips(clips_dir)
+
+
+def _small_pages(list_pages: Callable[..., Any]) -> Callable[..., Any]:
+    """list_pages with pages of at most 3 keys after the first (SeaweedFS honours MaxKeys)."""
+
+    def pages(client: Any, bucket: str, prefix: str, first_page: int | None = None) -> Any:
+        seen: list[Any] = []
+        for page in list_pages(client, bucket, prefix, first_page=first_page):
+            for start in range(0, len(page), 3):
+                seen.append(page[start : start + 3])
+                yield page[start : start + 3]
+        assert len(seen) >= 3
+
+    return pages
