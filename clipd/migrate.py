@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import heapq
 import logging
 import os
+import queue
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,7 +34,7 @@ from clipd.errors import ClipdError, StorageError
 from clipd.index import ClipRecord, Index, index_path
 from clipd.migrate_fetch import Fetcher, Item, Result, Status
 from clipd.storage.local import fsync_dir
-from clipd.storage.s3 import ObjectInfo, list_objects, make_client
+from clipd.storage.s3 import ObjectInfo, list_objects, list_pages, make_client
 from clipd.storage.s3keys import NotClip, parse_s3_url, plan_key
 
 __all__ = ["MigratePlan", "Summary", "list_source", "plan_migration", "run_migrate", "source_of"]
@@ -83,23 +86,40 @@ def plan_migration(
     listed: list[ObjectInfo], prefix: str, extensions: frozenset[str], max_bytes: int
 ) -> MigratePlan:
     """Split a listing into clips to fetch and objects that never enter the tree; pure."""
-    items: list[Item] = []
-    not_clips: list[tuple[str, str]] = []
-    owners: dict[str, str] = {}
-    for info in sorted(listed, key=lambda i: i.key):
-        plan = plan_key(
-            info.key, prefix, info.size_bytes, info.last_modified_s, extensions, max_bytes
-        )
-        if isinstance(plan, NotClip):
-            if plan is not NotClip.FOLDER:
-                not_clips.append((info.key, plan.value))
-            continue
-        owner = owners.setdefault(plan.name.job_id, info.key)
-        if owner != info.key:
-            not_clips.append((info.key, f"job id {plan.name.job_id} already taken by {owner}"))
-            continue
-        items.append(Item(info, plan))
-    return MigratePlan(tuple(items), tuple(not_clips))
+    return _Planner(prefix, extensions, max_bytes).add(listed)
+
+
+class _Planner:
+    """:func:`plan_migration` one listing page at a time (pages come in key order).
+
+    The first key (in key order) to claim a job id keeps it, across pages too."""
+
+    def __init__(self, prefix: str, extensions: frozenset[str], max_bytes: int) -> None:
+        self.prefix, self.extensions, self.max_bytes = prefix, extensions, max_bytes
+        self.owners: dict[str, str] = {}
+
+    def add(self, listed: Iterable[ObjectInfo]) -> MigratePlan:
+        items: list[Item] = []
+        not_clips: list[tuple[str, str]] = []
+        for info in sorted(listed, key=lambda i: i.key):
+            plan = plan_key(
+                info.key,
+                self.prefix,
+                info.size_bytes,
+                info.last_modified_s,
+                self.extensions,
+                self.max_bytes,
+            )
+            if isinstance(plan, NotClip):
+                if plan is not NotClip.FOLDER:
+                    not_clips.append((info.key, plan.value))
+                continue
+            owner = self.owners.setdefault(plan.name.job_id, info.key)
+            if owner != info.key:
+                not_clips.append((info.key, f"job id {plan.name.job_id} already taken by {owner}"))
+                continue
+            items.append(Item(info, plan))
+        return MigratePlan(tuple(items), tuple(not_clips))
 
 
 # -- the blocking shell ----------------------------------------------------------------
@@ -225,18 +245,25 @@ def list_source(client: Any, bucket: str, prefix: str, config: Config) -> Migrat
     )
 
 
+# The first listing page is short so that downloads start while the rest is listed.
+_FIRST_PAGE_KEYS = 100
+
+
 def run_migrate(args: argparse.Namespace, config: Config) -> Summary:
-    """List, fetch, verify and commit; blocks. The summary says what happened."""
+    """List, fetch, verify and commit; blocks. The summary says what happened.
+
+    Fetching starts with the first listing page: each page's clips are queued (largest
+    first) as soon as it is planned, while the next page is listed."""
     started = time.monotonic()
     client, bucket, prefix = source_of(args.source, config, args.concurrency + 4)
     clips_dir = config.clips_dir
     (clips_dir / ".clipd").mkdir(parents=True, exist_ok=True)
-    plan = list_source(client, bucket, prefix, config)
-    summary = Summary(not_clips=list(plan.not_clips))
-    for key, reason in plan.not_clips:
-        logger.warning("not a clip, skipped: s3://%s/%s: %s", bucket, key, reason)
-    present = _present(clips_dir, plan.items, create=not args.dry_run)
     if args.dry_run:
+        plan = list_source(client, bucket, prefix, config)
+        summary = Summary(not_clips=list(plan.not_clips))
+        for key, reason in plan.not_clips:
+            logger.warning("not a clip, skipped: s3://%s/%s: %s", bucket, key, reason)
+        present = _Folders(clips_dir, create=False).present(plan.items)
         for item in plan.items:
             print(
                 f"{'present' if item.plan.local_relpath in present else 'would move'}: "
@@ -244,53 +271,154 @@ def run_migrate(args: argparse.Namespace, config: Config) -> Summary:
             )
         summary.seconds = time.monotonic() - started
         return summary
+    summary = Summary()
+    listing_error: StorageError | None = None
     index = Index(index_path(clips_dir))
     fetcher = Fetcher(client, bucket, clips_dir, {})
     try:
         fetcher.rows = {r.relpath: r for r in index.records()}
-        progress = _Progress(
-            len(plan.items), sum(i.info.size_bytes for i in plan.items), sys.stderr
-        )
+        progress = _Progress(0, 0, sys.stderr)
         backed_up = bucket == config.backup.s3_bucket
+        work = _WorkQueue()
+        results: queue.SimpleQueue[Result] = queue.SimpleQueue()
+
+        def worker() -> None:
+            while (job := work.get()) is not None:
+                try:
+                    result = fetcher.fetch(*job)
+                except Exception as exc:  # a bug must not leave the collector waiting
+                    logger.exception("fetching %s failed", job[0].info.key)
+                    result = Result(job[0], Status.FAILED, f"{type(exc).__name__}: {exc}")
+                results.put(result)
+
         with ThreadPoolExecutor(args.concurrency, thread_name_prefix="clipd-migrate") as pool:
-            # Largest first: a big object started last would run alone at the end.
-            ordered = sorted(plan.items, key=lambda i: -i.info.size_bytes)
-            futures = [
-                pool.submit(fetcher.fetch, item, item.plan.local_relpath in present)
-                for item in ordered
-            ]
-            _collect(
-                as_completed(futures),
-                summary,
-                progress,
-                lambda batch: _commit(index, clips_dir, batch, backed_up),
-                index,
-                clips_dir,
-            )
+            workers = [pool.submit(worker) for _ in range(args.concurrency)]
+            try:
+                queued, listing_error = _list_into(work, client, bucket, prefix, config, summary)
+            finally:
+                work.close()
+            progress.total_files, progress.total_bytes = work.totals()
+            try:
+                _collect(
+                    (results.get() for _ in range(queued)),
+                    summary,
+                    progress,
+                    lambda batch: _commit(index, clips_dir, batch, backed_up),
+                    index,
+                    clips_dir,
+                )
+            except BaseException:
+                work.cancel()  # stop at the objects being fetched now
+                raise
+            for done in workers:
+                done.result()
         progress.close()
     finally:
         fetcher.close()
         index.close()
+    if listing_error is not None:
+        # What was listed before the failure is fetched and committed; the rest is not.
+        raise listing_error
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _present(clips_dir: Path, items: tuple[Item, ...], create: bool) -> set[str]:
-    """Relpaths of the plan already taken by a file; creates the folders if ``create``."""
-    present: set[str] = set()
-    for folder in sorted({Path(item.plan.local_relpath).parent for item in items}):
-        if create:
-            (clips_dir / folder).mkdir(parents=True, exist_ok=True)
-        try:
-            names = os.listdir(clips_dir / folder)
-        except FileNotFoundError:
-            continue
-        present.update((folder / name).as_posix() for name in names)
-    return present
+def _list_into(
+    work: _WorkQueue, client: Any, bucket: str, prefix: str, config: Config, summary: Summary
+) -> tuple[int, StorageError | None]:
+    """List the bucket page by page, queueing each page's clips at once.
+
+    Returns how many were queued, and the StorageError of a listing that failed part
+    way (the objects queued before it are still fetched and committed)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    planner = _Planner(prefix, frozenset(config.storage.extensions), config.storage.max_bytes)
+    folders = _Folders(config.clips_dir, create=True)
+    queued = 0
+    try:
+        for page in list_pages(client, bucket, prefix, first_page=_FIRST_PAGE_KEYS):
+            plan = planner.add(page)
+            for key, reason in plan.not_clips:
+                logger.warning("not a clip, skipped: s3://%s/%s: %s", bucket, key, reason)
+            summary.not_clips.extend(plan.not_clips)
+            present = folders.present(plan.items)
+            for item in plan.items:
+                work.put(item, item.plan.local_relpath in present)
+            queued += len(plan.items)
+    except (BotoCoreError, ClientError) as exc:
+        return queued, StorageError(f"listing s3://{bucket}/{prefix}: {exc}")
+    return queued, None
+
+
+class _WorkQueue:
+    """Objects to fetch, largest first (a big one started last would run alone at the
+    end); ``get`` returns None once closed and empty. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, Item, bool]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._count = self._bytes = 0
+
+    def put(self, item: Item, present: bool) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (-item.info.size_bytes, self._count, item, present))
+            self._count += 1
+            self._bytes += item.info.size_bytes
+            self._cond.notify()
+
+    def totals(self) -> tuple[int, int]:
+        """Objects and bytes queued so far."""
+        with self._cond:
+            return self._count, self._bytes
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Close, dropping what no worker has taken yet."""
+        with self._cond:
+            self._heap.clear()
+        self.close()
+
+    def get(self) -> tuple[Item, bool] | None:
+        with self._cond:
+            while not self._heap and not self._closed:
+                self._cond.wait()
+            if not self._heap:
+                return None
+            _, _, item, present = heapq.heappop(self._heap)
+            return item, present
+
+
+class _Folders:
+    """Which planned relpaths a file already takes: one listing per day folder (not a
+    lookup per object, which contends on the folder's lock); creates them if asked."""
+
+    def __init__(self, clips_dir: Path, create: bool) -> None:
+        self.clips_dir, self.create = clips_dir, create
+        self.listed: set[Path] = set()
+        self.taken: set[str] = set()
+
+    def present(self, items: Iterable[Item]) -> set[str]:
+        for folder in sorted({Path(item.plan.local_relpath).parent for item in items}):
+            if folder in self.listed:
+                continue
+            self.listed.add(folder)
+            if self.create:
+                (self.clips_dir / folder).mkdir(parents=True, exist_ok=True)
+            try:
+                names = os.listdir(self.clips_dir / folder)
+            except FileNotFoundError:
+                continue
+            self.taken.update((folder / name).as_posix() for name in names)
+        return self.taken
 
 
 def _collect(
-    done: Iterator[Future[Result]],
+    done: Iterator[Result],
     summary: Summary,
     progress: _Progress,
     commit: Callable[[list[Result]], None],
@@ -299,8 +427,7 @@ def _collect(
 ) -> None:
     batch: list[Result] = []
     batch_bytes = 0
-    for future in done:
-        result = future.result()
+    for result in done:
         key = result.item.info.key
         progress.add(result.item.info.size_bytes)
         if result.status is Status.MOVED:
