@@ -90,24 +90,26 @@ def examine_file(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return Examined("not a regular file: only regular files are clips", None)
-        identity = identity_of(st)
-        if st.st_size < min_bytes:
-            return Examined(f"size {st.st_size} bytes is below min_bytes {min_bytes}", identity)
-        if st.st_size > max_bytes:
-            return Examined(f"size {st.st_size} bytes is above max_bytes {max_bytes}", identity)
-        digest = hashlib.sha256()
+        identity = Identity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        left = st.st_size
+        if left < min_bytes:
+            return Examined(f"size {left} bytes is below min_bytes {min_bytes}", identity)
+        if left > max_bytes:
+            return Examined(f"size {left} bytes is above max_bytes {max_bytes}", identity)
         view = _buffer()
         n = os.readv(fd, [view])
         if not signature_ok(ext, bytes(view[:_SNIFF_BYTES])):
             return Examined(f"container signature does not match {ext.lower()}", identity)
-        left = st.st_size
-        while n:
+        digest = hashlib.sha256(view[:n])
+        left -= n
+        # No read just to see EOF (growth shows in the identity below); a small clip
+        # is one read.
+        while n and left > 0:
+            n = os.readv(fd, [view])
             digest.update(view[:n])
             left -= n
-            if left <= 0:
-                break  # no read just to see EOF: growth shows in the identity below
-            n = os.readv(fd, [view])
-        if identity_of(os.fstat(fd)) != identity:
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != identity:
             raise FileChangedError(f"{path}: changed while being read")
     finally:
         os.close(fd)

@@ -87,6 +87,7 @@ class StorageConfig:
 @dataclass(frozen=True, slots=True)
 class IngestConfig:
     hash_workers: int = _f(2, _positive)
+    hash_processes: int = _f(2, _non_negative)
     settle_seconds: float = _f(2.0, _non_negative)
     rescan_interval_seconds: float = _f(300.0, _positive)
 

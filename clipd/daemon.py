@@ -42,7 +42,13 @@ _RESCAN_DEBOUNCE_S = 0.2
 _STATUS_EVERY_S = 10.0
 _DRAIN_TIMEOUT_S = 10.0
 # Keys that only take effect at start: SIGHUP logs that they need a restart.
-_RESTART_KEYS = ("storage", "web.listen", "s3", "ingest.hash_workers")
+_RESTART_KEYS = (
+    "storage",
+    "web.listen",
+    "s3",
+    "ingest.hash_workers",
+    "ingest.hash_processes",
+)
 
 Service = Callable[["Daemon"], Coroutine[Any, Any, None]]
 

@@ -8,24 +8,32 @@ also decides job-id conflicts so two files can never claim one id.
 from __future__ import annotations
 
 import asyncio
-import errno
+import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from enum import Enum
 from operator import methodcaller
 from pathlib import Path
 
-from clipd.checks import Examined, FileChangedError, examine_file, identity_of
 from clipd.config import IngestConfig, StorageConfig
+from clipd.hashworker import (
+    HashWorkers,
+    Outcome,
+    Request,
+    Verdict,
+    WorkerGone,
+    examine_many,
+    examine_one,
+)
 from clipd.index import AsyncIndex, ClipRecord, Index
 from clipd.metrics import Metrics
-from clipd.naming import ClipName, is_day_folder, is_ignored, parse_clip_name, parse_relpath
+from clipd.naming import is_day_folder, is_ignored, parse_relpath
 from clipd.quarantine import quarantine_file
-from clipd.reconcile import ReconcilePlan, StatTuple, plan_reconcile, walk_tree
+from clipd.reconcile import ReconcilePlan, StatTuple, Walk, plan_reconcile, walk_tree
 
 __all__ = ["Ingestor", "Outcome", "ReconcileReport"]
 
@@ -33,15 +41,14 @@ logger = logging.getLogger(__name__)
 # Files per worker-thread hop in a whole-tree pass (each batch is also one index write).
 _BATCH = 512
 _QUIET_BATCH = 8  # more records than this at once are logged one line per batch
+# A whole-tree pass whose walk finds this many files more than the index holds (a first
+# index, a restored tree) examines them in helper processes (ingest.hash_processes):
+# starting two costs ~0.2 s of CPU, and a small clip ~90 µs in threads against ~30 µs
+# of the daemon's time with helpers, so they pay from about 2,500 files.
+_PROCESS_MIN_FILES = 4096
+# Files per request to a helper process (fewer hand-overs than _BATCH; one index write).
+_PROCESS_BATCH = 2048
 _MAX_RETRIES = 30
-
-
-class Outcome(Enum):
-    RECORDED = "recorded"
-    UNCHANGED = "unchanged"
-    QUARANTINED = "quarantined"
-    GONE = "gone"
-    RETRY = "retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,76 +59,6 @@ class ReconcileReport:
     quarantined: int
     stale_tmp_removed: int
     seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    outcome: Outcome
-    reason: str = ""
-    record: ClipRecord | None = None
-
-
-def _examine_blocking(
-    clips_dir: Path,
-    relpath: str,
-    name: ClipName | None,
-    known: StatTuple | None,
-    storage: StorageConfig,
-    settle_ns: int,
-    now_ns: int,
-    final: bool,
-) -> _Verdict:
-    """Validate and hash one file (blocks). Reasons are final only for settled files.
-
-    ``final`` means the writer is done (a close or rename event); otherwise a file
-    modified within the settle time is looked at again later, not recorded half-written.
-    """
-    path = f"{clips_dir}/{relpath}"  # a str: pathlib costs more than a small clip's hash
-    try:
-        # Only a known file or a bad name needs the extra lstat; examine_file fstats.
-        if known is not None or name is None:
-            st = os.lstat(path)
-            if known is not None and identity_of(st) == known:
-                return _Verdict(Outcome.UNCHANGED)
-        if name is None:
-            examined = Examined(
-                "name is not <Title>_<jobid>.<ext> with an allowed extension", identity_of(st)
-            )
-        else:
-            examined = examine_file(path, name.ext, storage.min_bytes, storage.max_bytes)
-    except FileNotFoundError:
-        return _Verdict(Outcome.GONE)
-    except FileChangedError:
-        return _Verdict(Outcome.RETRY, "changed while being read")
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        examined = Examined("symlink: only regular files are clips", None)
-    if examined.reason:
-        # A writer that does not rename atomically may still be filling the file.
-        fresh = examined.identity is not None and now_ns - examined.identity.mtime_ns < settle_ns
-        return _Verdict(Outcome.RETRY if fresh else Outcome.QUARANTINED, examined.reason)
-    assert examined.identity is not None and name is not None
-    identity = examined.identity
-    if not final and now_ns - identity.mtime_ns < settle_ns:
-        return _Verdict(Outcome.RETRY, "still being written")
-    now = now_ns / 1e9
-    day = relpath.partition("/")[0]
-    record = ClipRecord(
-        job_id=name.job_id,
-        relpath=relpath,
-        day=day,
-        title=name.title,
-        ext=name.ext,
-        size_bytes=identity.size_bytes,
-        mtime_ns=identity.mtime_ns,
-        ctime_ns=identity.ctime_ns,
-        inode=identity.inode,
-        sha256=examined.sha256,
-        ingested_at=now,
-        verified_at=now,
-    )
-    return _Verdict(Outcome.RECORDED, record=record)
 
 
 def _record_blocking(ix: Index, clips_dir: Path, records: Sequence[ClipRecord]) -> list[str]:
@@ -279,19 +216,22 @@ class Ingestor:
         loop = asyncio.get_running_loop()
         verdict = await loop.run_in_executor(
             self._pool,
-            _examine_blocking,
-            self.clips_dir,
+            examine_one,
+            f"{self.clips_dir}/{relpath}",
             relpath,
             name,
             None if known is None else known.identity,
-            self.storage,
+            self.storage.min_bytes,
+            self.storage.max_bytes,
             int(self.ingest.settle_seconds * 1e9),
             self._clock_ns(),
             final,
         )
+        if isinstance(verdict, ClipRecord):
+            verdict = Verdict(Outcome.RECORDED, record=verdict)
         return await self._apply(relpath, verdict, known)
 
-    async def _apply(self, relpath: str, verdict: _Verdict, known: ClipRecord | None) -> Outcome:
+    async def _apply(self, relpath: str, verdict: Verdict, known: ClipRecord | None) -> Outcome:
         outcome = verdict.outcome
         reason = verdict.reason
         if outcome is Outcome.RETRY:
@@ -375,7 +315,23 @@ class Ingestor:
         """Walk the tree, hash what is new or changed, drop rows of vanished files."""
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        walk = await loop.run_in_executor(self._pool, walk_tree, self.clips_dir)
+        helpers = _Helpers(
+            min(self.ingest.hash_processes, self.ingest.hash_workers),
+            self._index.totals.files + _PROCESS_MIN_FILES,
+        )
+        try:
+            # The helpers start during the walk once it has seen enough files that the
+            # index cannot know (their start-up then overlaps the rest of the walk).
+            walk = await loop.run_in_executor(self._pool, walk_tree, self.clips_dir, helpers.seen)
+            return await self._reconcile(walk, helpers.workers, started)
+        finally:
+            # Shielded: a cancelled pass still reaps its helpers.
+            await asyncio.shield(loop.run_in_executor(None, helpers.close))
+
+    async def _reconcile(
+        self, walk: Walk, workers: HashWorkers | None, started: float
+    ) -> ReconcileReport:
+        loop = asyncio.get_running_loop()
         indexed = await self._index.read(lambda ix: ix.identity_keys())
         plan: ReconcilePlan = plan_reconcile(
             walk, indexed, self._clock_ns(), int(self.stale_tmp_s * 1e9)
@@ -385,9 +341,11 @@ class Ingestor:
             logger.info("dropped %d index rows whose files are gone", len(plan.to_drop))
         removed = await loop.run_in_executor(self._pool, self._remove_stale_tmp, plan.stale_tmp)
         counts = {o: 0 for o in Outcome}
-        chunks = [plan.to_examine[i : i + _BATCH] for i in range(0, len(plan.to_examine), _BATCH)]
         known = plan.known
-        for outcomes in asyncio.as_completed([self._examine_batch(c, known) for c in chunks]):
+        size = _BATCH if workers is None else _PROCESS_BATCH
+        chunks = [plan.to_examine[i : i + size] for i in range(0, len(plan.to_examine), size)]
+        batches = [self._examine_batch(c, known, workers) for c in chunks]
+        for outcomes in asyncio.as_completed(batches):
             for outcome in await outcomes:
                 counts[outcome] += 1
         return ReconcileReport(
@@ -400,42 +358,40 @@ class Ingestor:
         )
 
     async def _examine_batch(
-        self, relpaths: Sequence[str], indexed: dict[str, StatTuple]
+        self,
+        relpaths: Sequence[str],
+        indexed: dict[str, StatTuple],
+        workers: HashWorkers | None = None,
     ) -> list[Outcome]:
         loop = asyncio.get_running_loop()
-        settle_ns = int(self.ingest.settle_seconds * 1e9)
-        now_ns = self._clock_ns()
+        request = Request(
+            str(self.clips_dir),
+            relpaths,
+            {r: indexed[r] for r in relpaths if r in indexed},
+            self._extensions,
+            self.storage.min_bytes,
+            self.storage.max_bytes,
+            int(self.ingest.settle_seconds * 1e9),
+            self._clock_ns(),
+        )
 
-        def run() -> list[_Verdict]:
-            verdicts = []
-            for relpath in relpaths:
-                # walk_tree yields <day folder>/<entry> only: the name is all left to parse.
-                name = parse_clip_name(relpath.partition("/")[2], self._extensions)
-                verdicts.append(
-                    _examine_blocking(
-                        self.clips_dir,
-                        relpath,
-                        name,
-                        indexed.get(relpath),
-                        self.storage,
-                        settle_ns,
-                        now_ns,
-                        False,
-                    )
-                )
-            return verdicts
+        def run() -> list[ClipRecord | Verdict]:
+            if workers is not None:
+                with contextlib.suppress(WorkerGone):  # logged once by HashWorkers
+                    return workers.examine(request)
+            return examine_many(request)
 
         verdicts = await loop.run_in_executor(self._pool, run)
-        fresh = [v.record for v in verdicts if v.outcome is Outcome.RECORDED and v.record]
+        fresh = [v for v in verdicts if type(v) is ClipRecord]
         reasons = iter(await self._record(fresh)) if fresh else iter(())
         outcomes = []
         for relpath, verdict in zip(relpaths, verdicts, strict=True):
-            if verdict.outcome is Outcome.RECORDED:
+            if isinstance(verdict, ClipRecord):
                 reason = next(reasons)
                 if not reason:
                     outcomes.append(Outcome.RECORDED)
                     continue
-                verdict = _Verdict(Outcome.QUARANTINED, reason)
+                verdict = Verdict(Outcome.QUARANTINED, reason)
             if verdict.outcome is Outcome.UNCHANGED:
                 outcomes.append(verdict.outcome)
                 continue
@@ -463,6 +419,38 @@ class Ingestor:
             timer.cancel()
         self._timers.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Helpers:
+    """Starts hash worker processes from the walk once it has seen ``threshold`` files."""
+
+    def __init__(self, count: int, threshold: int) -> None:
+        self._count = count
+        self._threshold = threshold
+        self._lock = threading.Lock()
+        self._done = False  # started once, or closed: never (again)
+        self.workers: HashWorkers | None = None
+
+    def seen(self, files: int) -> None:
+        """Called on the walking thread after each day folder."""
+        if self._done or self._count < 1 or files < self._threshold:
+            return
+        with self._lock:
+            if self._done:
+                return  # the pass ended (cancelled) while the walk went on
+            self._done = True
+            try:
+                self.workers = HashWorkers(self._count)
+            except OSError as exc:
+                logger.warning("cannot start hash worker processes (%s): hashing in threads", exc)
+
+    def close(self) -> None:
+        """Stop the workers if any started; none starts after this. Blocks."""
+        with self._lock:
+            self._done = True
+            workers, self.workers = self.workers, None
+        if workers is not None:
+            workers.close()
 
 
 def _reason_label(reason: str) -> str:

@@ -7,7 +7,7 @@ that are new or whose ``(size, mtime_ns, ctime_ns, inode)`` changed are re-hashe
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +39,13 @@ class ReconcilePlan:
     known: dict[str, StatTuple]  # indexed identity of each file to examine that has a row
 
 
-def walk_tree(clips_dir: Path) -> Walk:
+def walk_tree(clips_dir: Path, progress: Callable[[int], None] | None = None) -> Walk:
     """Stat every entry of every day folder (no hashing); blocks on the disk.
 
     Only ``YYYY-MM-DD`` folders directly under the tree are looked into; hidden
     entries (the index folder among them) are skipped. Entries that are not regular
     files (symlinks, FIFOs) are reported too, so that ingest can quarantine them.
+    ``progress(files seen so far)`` is called after each day folder.
     """
     files: dict[str, StatTuple] = {}
     tmp: dict[str, int] = {}
@@ -74,6 +75,8 @@ def walk_tree(clips_dir: Path) -> Walk:
                     tmp[prefix + name] = st.st_mtime_ns
                 elif not is_ignored(name):
                     files[prefix + name] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if progress is not None:
+            progress(len(files))
     return Walk(files, tmp, tuple(days))
 
 
