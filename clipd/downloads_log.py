@@ -27,6 +27,7 @@ __all__ = ["FLUSH_EVERY_S", "DownloadLog", "download_flusher", "download_log"]
 logger = logging.getLogger(__name__)
 FLUSH_EVERY_S = 5.0
 _EXTRAS_KEY = "download_log"
+_DAY_S = 86400
 
 
 class DownloadLog:
@@ -35,10 +36,19 @@ class DownloadLog:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._pending: dict[tuple[str, str], list[int]] = {}
+        self._day: tuple[int, str] = (-1, "")  # (days since the epoch, its UTC day)
+
+    def _today(self) -> str:
+        # Formatting a date per download is measurable; the day changes once a day.
+        now = self._clock()
+        number = int(now // _DAY_S)
+        if number != self._day[0]:
+            self._day = (number, day_of(now))
+        return self._day[1]
 
     def count(self, job_id: str, size_bytes: int) -> None:
         """Note one download of ``size_bytes`` body bytes (call on the loop)."""
-        entry = self._pending.setdefault((day_of(self._clock()), job_id), [0, 0])
+        entry = self._pending.setdefault((self._today(), job_id), [0, 0])
         entry[0] += 1
         entry[1] += size_bytes
 

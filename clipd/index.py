@@ -487,6 +487,9 @@ class AsyncIndex:
         self.totals = Totals(0, 0)
         self.backlog = 0
         self.track_backlog = False
+        # Bumped on the writer thread after every write that changed a row, once it is
+        # committed: an in-memory copy of a row read before the bump is stale after it.
+        self.generation = 0
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="clipd-index-writer")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="clipd-index-reader")
         self._local = threading.local()
@@ -528,7 +531,12 @@ class AsyncIndex:
         loop = asyncio.get_running_loop()
 
         def run() -> _T:
-            result = fn(writer)
+            changes = writer._conn.total_changes
+            try:
+                result = fn(writer)
+            finally:
+                if writer._conn.total_changes != changes:
+                    self.generation += 1
             # On the writer thread, after the write: callbacks reach the loop in the
             # order of the writes (and before this write's own result), so ``totals``
             # never goes back in time and is current when ``write`` returns.

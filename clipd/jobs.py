@@ -45,6 +45,7 @@ from clipd.errors import (
 from clipd.index import ClipRecord, Identity, Index
 from clipd.naming import is_job_id
 from clipd.quarantine import quarantine_file
+from clipd.record_cache import RecordCache
 from clipd.removal import remove_clip
 from clipd.signing import Verdict, download_path, verify
 from clipd.storage import Backend
@@ -57,6 +58,7 @@ __all__ = [
     "download_job",
     "get_job",
     "job_id_of",
+    "record_cache",
     "record_json",
     "repr_digest",
     "require_writer",
@@ -87,6 +89,8 @@ _STRIPPED = (
     "Accept-Encoding",
 )
 _FULL_PREFIX = "full/"
+_CACHE_KEY = "record_cache"
+_COUNTERS_KEY = "download_counters"
 # Compared with request entity-tags when a clip has no SHA-256: no entity-tag's opaque
 # part can hold a DQUOTE (RFC 9110 §8.8.3), so only "*" matches it.
 _NO_ETAG = '"'
@@ -208,6 +212,13 @@ class _Found:
     stat_done: bool = False
 
 
+def _identity_blocking(local: Path) -> Identity | None:
+    try:
+        return identity_of(os.lstat(local))
+    except FileNotFoundError:
+        return None
+
+
 def _find_blocking(ix: Index, backend: Backend, job_id: str) -> _Found | None:
     # One worker-thread hop for the index read and the lstat the integrity check needs:
     # each hop costs the event loop more than the SQLite read itself.
@@ -223,13 +234,37 @@ def _find_blocking(ix: Index, backend: Backend, job_id: str) -> _Found | None:
         return _Found(record, local, None, stat_done=True)
 
 
+def record_cache(state: State) -> RecordCache:
+    """The daemon's cache of recently downloaded records (made on first use)."""
+    cache = state.extras.get(_CACHE_KEY)
+    if cache is None:
+        cache = state.extras[_CACHE_KEY] = RecordCache()
+    assert isinstance(cache, RecordCache)
+    return cache
+
+
 async def _find(state: State, job_id: str) -> _Found:
-    backend = state.backend
-    found = await state.index.read(lambda ix: _find_blocking(ix, backend, job_id))
+    index, backend, cache = state.index, state.backend, record_cache(state)
+    cached = cache.get(job_id, index.generation)
+    if cached is not None:
+        # One worker-thread hop, as without the cache, but for the lstat alone.
+        generation = cached.generation
+        current = await asyncio.get_running_loop().run_in_executor(
+            None, _identity_blocking, cached.local
+        )
+        if current == cached.record.identity and index.generation == generation:
+            return _Found(cached.record, cached.local, current, stat_done=True)
+        # Touched, replaced or gone, or the index changed meanwhile: the index decides.
+        cache.drop(job_id)
+    # Taken before the read: a write committed after it makes the entry stale at once.
+    generation, read_at = index.generation, cache.now()
+    found = await index.read(lambda ix: _find_blocking(ix, backend, job_id))
     if found is None:
         # Not (or no longer) in the index: _lookup decides what a miss means.
         record = await _lookup(state, job_id)
-        found = _Found(record, backend.local_path(record.relpath))
+        return _Found(record, backend.local_path(record.relpath))
+    if found.local is not None and found.current == found.record.identity:
+        cache.put(found.record, found.local, generation, read_at)
     return found
 
 
@@ -421,6 +456,16 @@ def _check_signature(state: State, request: web.Request, job_id: str) -> None:
         )
 
 
+def _downloads_counter(state: State, status: int) -> Any:
+    # labels() costs a lookup under a lock and a registry change note per call: the
+    # children (one per status code) are kept instead.
+    children: dict[int, Any] = state.extras.setdefault(_COUNTERS_KEY, {})
+    child = children.get(status)
+    if child is None:
+        child = children[status] = state.metrics.downloads.labels(str(status))
+    return child
+
+
 def _body_bytes(decision: Decision, record: ClipRecord, method: str) -> int:
     if method == "HEAD":
         return 0
@@ -445,7 +490,7 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     )
     headers = _clip_headers(record, state.config.web)
     response = await _respond(state, request, record, found.local, decision, headers)
-    state.metrics.downloads.labels(str(response.status)).inc()
+    _downloads_counter(state, response.status).inc()
     if response.status in {200, 206}:
         sent = _body_bytes(decision, record, request.method)
         state.metrics.download_bytes.inc(sent)
@@ -489,7 +534,9 @@ async def _respond(
         prefix = accel + (_FULL_PREFIX if decision.range_ignored else "")
         headers["X-Accel-Redirect"] = prefix + quote(record.relpath)
         return web.Response(status=200, headers=headers)
-    downloading = state.extras.setdefault("downloading", Counter())
+    downloading = state.extras.get("downloading")
+    if downloading is None:
+        downloading = state.extras["downloading"] = Counter()
     return _ClipFileResponse(local, headers, request, decision, record.job_id, downloading)
 
 
