@@ -341,3 +341,28 @@ def _small_pages(list_pages: Callable[..., Any]) -> Callable[..., Any]:
         assert len(seen) >= 3
 
     return pages
+
+
+def test_migrate_dry_run_lists_what_would_move_and_writes_nothing(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s3 = s3_server.client()
+    bucket = make_bucket("dry")
+    put(s3, bucket, "2024-09-01/Clip_d1.mp4", clip_bytes(4000, 1))
+    put(s3, bucket, "2024-09-02/Clip_d2.mp4", clip_bytes(4000, 2))
+    (clips_dir / "2024-09-01").mkdir()
+    (clips_dir / "2024-09-01/Clip_d1.mp4").write_bytes(clip_bytes(4000, 1))
+    env = {**s3_env, "CLIPS_DIR": str(clips_dir)}
+
+    code = main(["migrate", "--from", f"s3://{bucket}", "--dry-run"], env)
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "present: 2024-09-01/Clip_d1.mp4 -> 2024-09-01/Clip_d1.mp4" in out
+    assert "would move: 2024-09-02/Clip_d2.mp4 -> 2024-09-02/Clip_d2.mp4" in out
+    assert not (clips_dir / "2024-09-02").exists()
+    assert not (clips_dir / ".clipd" / "index.sqlite3").exists()
