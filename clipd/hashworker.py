@@ -33,14 +33,13 @@ from typing import IO, Any
 from clipd.checks import Examined, FileChangedError, examine_file, identity_of
 from clipd.index import ClipRecord
 from clipd.naming import ClipName, parse_clip_name
+from clipd.reconcile import StatTuple
 
 __all__ = ["HashWorkers", "Outcome", "Request", "Verdict", "WorkerGone", "examine_one"]
 
 logger = logging.getLogger(__name__)
 _STOP_TIMEOUT_S = 5.0
 _PICKLE = pickle.HIGHEST_PROTOCOL
-
-StatTuple = tuple[int, int, int, int]
 
 
 class Outcome(Enum):

@@ -1,7 +1,8 @@
 """Ingest: turn a path the watcher or a rescan noticed into an index record or a quarantine.
 
 One direction only: paths come in, records go to the index. Validation and hashing run
-in a bounded thread pool; every index write goes through the single writer thread, which
+in a bounded thread pool (a large whole-tree backlog in helper processes, see
+:mod:`clipd.hashworker`); every index write goes through the single writer thread, which
 also decides job-id conflicts so two files can never claim one id.
 """
 
