@@ -112,9 +112,12 @@ class _ThreadState(threading.local):
 
 def _head_mapping(response: HTTPResponse) -> dict[str, Any]:
     """A GET response's headers as the boto3 HeadObject fields s3verify reads."""
-    headers = response.headers
-    head: dict[str, Any] = {"ETag": headers.get("ETag", "")}
-    length = headers.get("Content-Length")
+    # One pass over the header list: each HTTPMessage.get scans (and lower-cases) it all.
+    headers: dict[str, str] = {}
+    for name, value in response.getheaders():
+        headers.setdefault(name.lower(), value)  # the first of repeated ones, as get() does
+    head: dict[str, Any] = {"ETag": headers.get("etag", "")}
+    length = headers.get("content-length")
     if length is not None and length.isdigit():
         head["ContentLength"] = int(length)
     if "x-amz-meta-sha256" in headers:

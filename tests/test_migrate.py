@@ -14,11 +14,13 @@ import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
+from botocore.utils import parse_timestamp
 
 from clipd import migrate
 from clipd.cli import main
 from clipd.migrate import plan_migration
 from clipd.migrate_fetch import Fetcher, Status
+from clipd.storage import s3 as s3mod
 from clipd.storage.s3 import ObjectInfo, Presigner, list_objects
 from tests.helpers import clip_bytes, disk_clips, index_rows
 from tests.s3server import S3Server
@@ -366,3 +368,19 @@ def test_migrate_dry_run_lists_what_would_move_and_writes_nothing(
     assert "would move: 2024-09-02/Clip_d2.mp4 -> 2024-09-02/Clip_d2.mp4" in out
     assert not (clips_dir / "2024-09-02").exists()
     assert not (clips_dir / ".clipd" / "index.sqlite3").exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-30T13:29:09.000Z",
+        "2026-11-30T13:29:09+02:00",
+        "Mon, 30 Nov 2026 13:29:09 GMT",
+        "1700000000",
+        1700000000,
+        "2026-11-30T13:29:09",
+    ],
+)
+def test_listing_timestamps_parse_as_botocore_parses_them(value: Any) -> None:
+    ours, theirs = s3mod._parse_timestamp(value), parse_timestamp(value)
+    assert ours == theirs and (ours.tzinfo is None) == (theirs.tzinfo is None)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -64,6 +65,7 @@ def make_client(s3: S3Config, max_pool_connections: int = 32) -> Any:
     Imports boto3 (slow, so only when S3 is used). Thread-safe once built.
     """
     import boto3
+    import botocore.session
     from botocore.config import Config as BotoConfig
 
     settings: dict[str, Any] = {
@@ -76,12 +78,36 @@ def make_client(s3: S3Config, max_pool_connections: int = 32) -> Any:
     if s3.endpoint_url:
         settings["s3"] = {"addressing_style": "path"}
     # A private session: the default one is shared module state.
-    return boto3.session.Session().client(
+    core = botocore.session.Session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=_parse_timestamp
+    )
+    return boto3.session.Session(botocore_session=core).client(
         "s3",
         endpoint_url=s3.endpoint_url or None,
         region_name=s3.region or None,
         config=BotoConfig(**settings),
     )
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser, with the ISO 8601 of listings parsed by the stdlib.
+
+    botocore's default goes through dateutil: about 0.2 ms per value, most of the CPU of
+    parsing a listing page. A value that is not a zoned ISO 8601 (HTTP dates of headers,
+    epoch numbers) still goes to botocore's parser."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed
+    from botocore.utils import parse_timestamp
+
+    result: datetime = parse_timestamp(value)
+    return result
 
 
 def list_objects(client: Any, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
