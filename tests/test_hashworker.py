@@ -37,9 +37,7 @@ def _tree(clips_dir: Path, count: int, size: int = 2000) -> list[str]:
 
 
 def _request(clips_dir: Path, relpaths: list[str]) -> Request:
-    return Request(
-        str(clips_dir), relpaths, {}, frozenset({".mp4"}), 100, 10**9, 0, time.time_ns()
-    )
+    return Request(str(clips_dir), relpaths, {}, frozenset({".mp4"}), 100, 10**9, 0, time.time_ns())
 
 
 def test_workers_give_the_same_results_as_threads(clips_dir: Path) -> None:
