@@ -37,5 +37,8 @@ def test_clip_being_downloaded_is_evicted_only_after_the_download(
         assert f"{DAY}/Big_big1.mp4" in index_rows(clips_dir)
     finally:
         reader.close()
-    wait_for(lambda: not big.exists(), what="the clip evicted once its download ended")
-    assert index_rows(clips_dir) == {}
+    # Removal unlinks the file before it drops the row (crash-safe order): wait for both.
+    wait_for(
+        lambda: not big.exists() and index_rows(clips_dir) == {},
+        what="the clip evicted once its download ended",
+    )
