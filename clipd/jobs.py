@@ -1,8 +1,9 @@
 """The jobs API: integrity-checked downloads, the job record, removal; the route table.
 
-A download looks the job id up in the index (never a path built from the request),
-checks that the file's identity still equals the record (re-hashing off the loop when
-it does not: same bytes → refresh and serve, other bytes → 409 and quarantine), decides
+A download looks the job id up in the index (never a path built from the request; a
+record read in the last seconds may come from :mod:`clipd.record_cache`), checks that
+the file's identity still equals the record (re-hashing off the loop when it does not:
+same bytes → refresh and serve, other bytes → 409 and quarantine), decides
 conditionals and ranges purely against the SHA-256 ETag (:mod:`clipd.conditional`),
 and then hands the bytes to aiohttp's ``FileResponse`` (sendfile), to nginx
 (``X-Accel-Redirect``) or to the backend's presigned URL.
