@@ -1,7 +1,7 @@
 """Fetch one S3 object into a hidden temp file, verified, for ``clipd migrate``.
 
-Per object, in the calling worker thread: a presigned GET (signed here with one HMAC,
-no botocore request machinery per object: :class:`clipd.storage.s3.Presigner`) sent
+Per object, in the calling worker thread: a presigned GET (botocore's SigV4 query signer,
+without the client's request pipeline per object: :class:`clipd.storage.s3.Presigner`) sent
 over this thread's keep-alive ``http.client`` connection; the body is read with
 ``readinto`` into the thread's 1 MiB buffer, hashed and written from that buffer, so
 every byte is copied once from the socket and written once (O_DIRECT where possible).
