@@ -79,11 +79,7 @@ class DownloadLog:
 
 def download_log(state: State) -> DownloadLog:
     """The daemon's shared DownloadLog (made on first use)."""
-    log = state.extras.get(_EXTRAS_KEY)
-    if log is None:
-        log = state.extras[_EXTRAS_KEY] = DownloadLog()
-    assert isinstance(log, DownloadLog)
-    return log
+    return state.shared(_EXTRAS_KEY, DownloadLog)
 
 
 async def download_flusher(daemon: Daemon, every_s: float = FLUSH_EVERY_S) -> None:

@@ -237,11 +237,7 @@ def _find_blocking(ix: Index, backend: Backend, job_id: str) -> _Found | None:
 
 def record_cache(state: State) -> RecordCache:
     """The daemon's cache of recently downloaded records (made on first use)."""
-    cache = state.extras.get(_CACHE_KEY)
-    if cache is None:
-        cache = state.extras[_CACHE_KEY] = RecordCache()
-    assert isinstance(cache, RecordCache)
-    return cache
+    return state.shared(_CACHE_KEY, RecordCache)
 
 
 async def _find(state: State, job_id: str) -> _Found:
@@ -535,9 +531,7 @@ async def _respond(
         prefix = accel + (_FULL_PREFIX if decision.range_ignored else "")
         headers["X-Accel-Redirect"] = prefix + quote(record.relpath)
         return web.Response(status=200, headers=headers)
-    downloading = state.extras.get("downloading")
-    if downloading is None:
-        downloading = state.extras["downloading"] = Counter()
+    downloading: Counter[str] = state.shared("downloading", Counter)
     return _ClipFileResponse(local, headers, request, decision, record.job_id, downloading)
 
 

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import psutil
 from aiohttp import web
@@ -29,6 +29,7 @@ from clipd.storage import Backend
 __all__ = ["STATE", "DiskUsage", "State", "error_body", "make_app"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 _MB = 1024 * 1024
 _USAGE_REFRESH_S = 1.0
 
@@ -66,6 +67,13 @@ class State:
     @property
     def clips_dir(self) -> Path:
         return self.config.clips_dir
+
+    def shared(self, key: str, make: Callable[[], _T]) -> _T:
+        """The object handlers share under ``key`` in ``extras``, made on first use."""
+        found = self.extras.get(key)
+        if found is None:
+            found = self.extras[key] = make()
+        return found
 
     def gauges(self) -> TreeGauges:
         """The tree gauges /metrics reports, from memory (never blocks)."""
