@@ -196,9 +196,11 @@ class WorkerGone(Exception):
 
 class _Worker:
     def __init__(self) -> None:
-        # -m with the daemon's own interpreter and environment (PYTHONPATH included).
+        # -m with the daemon's own interpreter and environment (PYTHONPATH included);
+        # -P: not the working directory first on sys.path, so no folder there named
+        # "clipd" can stand in for the package.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clipd.hashworker"],
+            [sys.executable, "-P", "-m", "clipd.hashworker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
