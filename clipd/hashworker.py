@@ -31,7 +31,7 @@ from enum import Enum
 from typing import IO, Any
 
 from clipd.checks import Examined, FileChangedError, examine_file, identity_of
-from clipd.index import ClipRecord
+from clipd.index import ClipRecord, new_record
 from clipd.naming import ClipName, parse_clip_name
 from clipd.reconcile import StatTuple
 
@@ -105,21 +105,8 @@ def examine_one(
     identity = examined.identity
     if not final and now_ns - identity.mtime_ns < settle_ns:
         return Verdict(Outcome.RETRY, "still being written")
-    now = now_ns / 1e9
-    return ClipRecord(
-        name.job_id,
-        relpath,
-        relpath.partition("/")[0],  # the day folder
-        name.title,
-        name.ext,
-        identity.size_bytes,
-        identity.mtime_ns,
-        identity.ctime_ns,
-        identity.inode,
-        examined.sha256,
-        now,  # ingested_at
-        now,  # verified_at
-    )
+    day = relpath.partition("/")[0]
+    return new_record(name, relpath, day, identity, examined.sha256, now_ns / 1e9)
 
 
 @dataclass(frozen=True, slots=True)

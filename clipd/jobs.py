@@ -91,7 +91,6 @@ _STRIPPED = (
 )
 _FULL_PREFIX = "full/"
 _CACHE_KEY = "record_cache"
-_COUNTERS_KEY = "download_counters"
 # Compared with request entity-tags when a clip has no SHA-256: no entity-tag's opaque
 # part can hold a DQUOTE (RFC 9110 §8.8.3), so only "*" matches it.
 _NO_ETAG = '"'
@@ -229,10 +228,7 @@ def _find_blocking(ix: Index, backend: Backend, job_id: str) -> _Found | None:
     local = backend.local_path(record.relpath)
     if local is None:
         return _Found(record, None)
-    try:
-        return _Found(record, local, identity_of(os.lstat(local)), stat_done=True)
-    except FileNotFoundError:
-        return _Found(record, local, None, stat_done=True)
+    return _Found(record, local, _identity_blocking(local), stat_done=True)
 
 
 def record_cache(state: State) -> RecordCache:
@@ -453,16 +449,6 @@ def _check_signature(state: State, request: web.Request, job_id: str) -> None:
         )
 
 
-def _downloads_counter(state: State, status: int) -> Any:
-    # labels() costs a lookup under a lock and a registry change note per call: the
-    # children (one per status code) are kept instead.
-    children: dict[int, Any] = state.extras.setdefault(_COUNTERS_KEY, {})
-    child = children.get(status)
-    if child is None:
-        child = children[status] = state.metrics.downloads.labels(str(status))
-    return child
-
-
 def _body_bytes(decision: Decision, record: ClipRecord, method: str) -> int:
     if method == "HEAD":
         return 0
@@ -487,7 +473,7 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     )
     headers = _clip_headers(record, state.config.web)
     response = await _respond(state, request, record, found.local, decision, headers)
-    _downloads_counter(state, response.status).inc()
+    state.metrics.downloads.labels(str(response.status)).inc()
     if response.status in {200, 206}:
         sent = _body_bytes(decision, record, request.method)
         state.metrics.download_bytes.inc(sent)

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from clipd.checks import identity_of
 from clipd.config import Config
 from clipd.errors import ClipdError, StorageError
-from clipd.index import ClipRecord, Index, index_path
+from clipd.index import ClipRecord, Index, index_path, new_record
 from clipd.migrate_fetch import Fetcher, Item, Result, Status
 from clipd.storage.local import fsync_dir
 from clipd.storage.s3 import ObjectInfo, list_objects, list_pages, make_client
@@ -206,20 +206,8 @@ def _commit(index: Index, clips_dir: Path, batch: list[Result], backed_up: bool)
 def _row(result: Result, dest: Path, now: float, backed_up: bool) -> ClipRecord:
     plan = result.item.plan
     identity = identity_of(os.lstat(dest))
-    return ClipRecord(
-        job_id=plan.name.job_id,
-        relpath=plan.local_relpath,
-        day=plan.day,
-        title=plan.name.title,
-        ext=plan.name.ext,
-        size_bytes=identity.size_bytes,
-        mtime_ns=identity.mtime_ns,
-        ctime_ns=identity.ctime_ns,
-        inode=identity.inode,
-        sha256=result.sha256,
-        ingested_at=now,
-        verified_at=now,
-        backed_up=backed_up,
+    return new_record(
+        plan.name, plan.local_relpath, plan.day, identity, result.sha256, now, backed_up=backed_up
     )
 
 

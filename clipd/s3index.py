@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from clipd.config import Config
 from clipd.errors import StorageError
-from clipd.index import AsyncIndex, ClipRecord, Identity, Index
+from clipd.index import AsyncIndex, ClipRecord, Identity, Index, new_record
 from clipd.naming import day_of
 from clipd.storage.s3 import ObjectInfo, S3Backend
 from clipd.storage.s3keys import KeyPlan, plan_key
@@ -228,20 +228,7 @@ def _live_identities(started: float) -> Callable[[Index], dict[str, tuple[str, I
 
 
 def _record(plan: KeyPlan, identity: Identity, sha256: str, now: float) -> ClipRecord:
-    return ClipRecord(
-        job_id=plan.name.job_id,
-        relpath=plan.relpath,
-        day=plan.day,
-        title=plan.name.title,
-        ext=plan.name.ext,
-        size_bytes=identity.size_bytes,
-        mtime_ns=identity.mtime_ns,
-        ctime_ns=identity.ctime_ns,
-        inode=identity.inode,
-        sha256=sha256,
-        ingested_at=now,
-        verified_at=0.0,
-    )
+    return new_record(plan.name, plan.relpath, plan.day, identity, sha256, now, verified_at=0.0)
 
 
 def catalog_factory(daemon: Daemon) -> S3Catalog:

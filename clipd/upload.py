@@ -35,9 +35,9 @@ from clipd.errors import (
     InvalidRequest,
     PayloadTooLarge,
 )
-from clipd.index import ClipRecord
+from clipd.index import ClipRecord, new_record
 from clipd.jobs import job_id_of, record_json, require_writer
-from clipd.naming import build_name, day_of, sanitize_title
+from clipd.naming import ClipName, build_name, day_of, sanitize_title
 from clipd.web import STATE, State
 
 __all__ = ["expected_sha256", "put_job"]
@@ -209,19 +209,13 @@ async def _store(
         f = None
         _validate(received, expected, ext, config.storage.min_bytes, config.storage.max_bytes)
         identity = await state.backend.put(tmp, relpath, received.sha256)
-        record = ClipRecord(
-            job_id=job_id,
-            relpath=relpath,
-            day=day,
-            title=title,
-            ext=ext,
-            size_bytes=identity.size_bytes,
-            mtime_ns=identity.mtime_ns,
-            ctime_ns=identity.ctime_ns,
-            inode=identity.inode,
-            sha256=received.sha256,
-            ingested_at=now,
-            verified_at=now,
+        record = new_record(
+            ClipName(title, job_id, ext),
+            relpath,
+            day,
+            identity,
+            received.sha256,
+            now,
             display_title=raw_title if raw_title and raw_title != title else "",
         )
         # Recorded before the response, with the identity the file has now: when the
