@@ -225,7 +225,11 @@ def disk_clips(clips_dir: Path) -> dict[str, tuple[str, int]]:
     for path in sorted(clips_dir.glob("[0-9]*/*")):
         if path.name.endswith(".tmp") or path.name.startswith("."):
             continue
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # A running daemon's retention may evict a clip between glob and read.
+            continue
         out[f"{path.parent.name}/{path.name}"] = (hashlib.sha256(data).hexdigest(), len(data))
     return out
 
