@@ -522,8 +522,11 @@ class AsyncIndex:
         self.backlog = 0
         self.track_backlog = False
         # Bumped on the writer thread after every write that changed a row, once it is
-        # committed: an in-memory copy of a row read before the bump is stale after it.
+        # committed, and by the first write after another process (``clipd cleanup``,
+        # ``clipd migrate``, a hand edit) committed to the database: an in-memory copy
+        # of a row read before the bump is stale after it.
         self.generation = 0
+        self._data_version: int | None = None
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="clipd-index-writer")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="clipd-index-reader")
         self._local = threading.local()
@@ -557,19 +560,24 @@ class AsyncIndex:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader_pool, lambda: fn(self._reader()))
 
-    async def write(self, fn: Callable[[Index], _T]) -> _T:
-        """Run ``fn(index)`` on the single writer thread, then publish the aggregates."""
+    async def write(self, fn: Callable[[Index], _T], *, keeps_clips: bool = False) -> _T:
+        """Run ``fn(index)`` on the single writer thread, then publish the aggregates.
+
+        ``keeps_clips``: ``fn`` changes no row of ``clips`` (e.g. download counters), so
+        records read before it stay current and ``generation`` is not bumped for it.
+        """
         writer = self._writer
         if writer is None:
             raise RuntimeError("index is not open")
         loop = asyncio.get_running_loop()
 
         def run() -> _T:
+            self._notice_other_writers(writer)
             changes = writer._conn.total_changes
             try:
                 result = fn(writer)
             finally:
-                if writer._conn.total_changes != changes:
+                if not keeps_clips and writer._conn.total_changes != changes:
                     self.generation += 1
             # On the writer thread, after the write: callbacks reach the loop in the
             # order of the writes (and before this write's own result), so ``totals``
@@ -578,6 +586,17 @@ class AsyncIndex:
             return result
 
         return await loop.run_in_executor(self._writer_pool, run)
+
+    def _notice_other_writers(self, writer: Index) -> None:
+        """Bump ``generation`` if another connection committed since the last write.
+
+        SQLite's ``data_version`` changes on a connection only for commits made by other
+        connections, so this writer's own writes never count.
+        """
+        (version,) = writer._conn.execute("PRAGMA data_version").fetchone()
+        if self._data_version is not None and version != self._data_version:
+            self.generation += 1
+        self._data_version = version
 
     def _publish(self, aggregates: tuple[Totals, int]) -> None:
         self.totals, self.backlog = aggregates

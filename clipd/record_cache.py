@@ -13,23 +13,17 @@ When an entry is used (all of this is checked by :func:`clipd.jobs._find`):
   equal the index row without the cache. Any other answer (a replaced, touched, moved
   or deleted file, a symlink) drops the entry and the download reads the index, which
   decides as before (refresh, 409 and quarantine, 404);
-- no write of this daemon may have changed a row since the record was read
-  (:attr:`clipd.index.AsyncIndex.generation`, bumped after each committed write that
-  changed a row, checked before and after the ``lstat``): the daemon's own removals,
-  quarantines, refreshes, re-ingests and uploads are seen at once;
-- the entry is younger than ``max_age_s`` (5 s): the bound for changes by another process
-  that leave the file as it is.
-
-Other processes that write the index (``clipd cleanup``, ``clipd migrate``; ``clipd
-verify`` only reads) change a clip's row together with its file: cleanup marks rows
-``deleting``, unlinks their files, then drops the rows, so a download after the unlink
-fails the ``lstat`` check; migrate adds rows for files it links into the tree, which
-the daemon ingests (a write: generation bump). What the file cannot show is a row
-marked or dropped while its file stays: a cleanup killed between marking and unlinking
-(its rows stay ``deleting`` until the next start finishes them), or a row edited by
-hand. Such a clip, intact, is still served for at most ``max_age_s`` after its record
-was read; before the cache it was refused at once. The download-counter flush (a write,
-every few seconds while downloads happen) usually ends entries sooner.
+- the index must not have changed since the record was read
+  (:attr:`clipd.index.AsyncIndex.generation`, checked before and after the ``lstat``).
+  The generation is bumped after each committed write of this daemon that changed a
+  clip row (removals, quarantines, refreshes, re-ingests, uploads: seen at once; the
+  download counters are not clip rows and keep it), and by the first write after
+  another process committed to the database (SQLite's ``PRAGMA data_version``). The
+  daemon writes at least once a second (the totals refresh), so a change made by
+  ``clipd cleanup``, ``clipd migrate`` or a hand edit ends every entry within about a
+  second, even when it leaves the file as it is (a cleanup killed between marking a
+  row ``deleting`` and unlinking its file);
+- the entry is younger than ``max_age_s`` (30 s): a backstop should the refresh stall.
 
 Bounded (LRU, ``capacity`` entries, ~1 KiB each) and loop-only: no locking.
 """
@@ -47,7 +41,7 @@ from clipd.index import ClipRecord
 __all__ = ["CACHE_CAPACITY", "MAX_AGE_S", "CachedRecord", "RecordCache"]
 
 CACHE_CAPACITY = 4096
-MAX_AGE_S = 5.0
+MAX_AGE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
