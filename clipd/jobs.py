@@ -16,7 +16,6 @@ import base64
 import errno
 import functools
 import hmac
-import json
 import logging
 import os
 import time
@@ -29,9 +28,9 @@ from typing import Any, NoReturn
 from urllib.parse import quote
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from clipd.checks import FileChangedError, NotRegularFileError, identity_of, sha256_file
+from clipd.clipfile import CheckedPath, ClipFileResponse, StaleEntry
 from clipd.conditional import Decision, Outcome, decide
 from clipd.config import WebConfig
 from clipd.downloads_log import download_log
@@ -77,20 +76,9 @@ CONTENT_TYPES = {
     ".mkv": "video/x-matroska",
     ".gif": "image/gif",
 }
-# Conditional and negotiation headers aiohttp's FileResponse would evaluate against its
-# own mtime-size ETag (and, for Accept-Encoding, a sibling .gz/.br file it would send
-# instead of the verified clip): clipd decides these itself, so they never reach it.
-_STRIPPED = (
-    "If-Match",
-    "If-None-Match",
-    "If-Modified-Since",
-    "If-Unmodified-Since",
-    "If-Range",
-    "Range",
-    "Accept-Encoding",
-)
 _FULL_PREFIX = "full/"
 _CACHE_KEY = "record_cache"
+_FAST_PATH_OFF = "cached_downloads_off"
 # Compared with request entity-tags when a clip has no SHA-256: no entity-tag's opaque
 # part can hold a DQUOTE (RFC 9110 §8.8.3), so only "*" matches it.
 _NO_ETAG = '"'
@@ -350,89 +338,6 @@ async def _refuse(state: State, record: ClipRecord, reason: str, local: bool = T
 # -- GET|HEAD .../download -----------------------------------------------------------------
 
 
-class _ClipFileResponse(web.FileResponse):
-    """FileResponse that keeps the clip's SHA-256 ETag and answers from a stripped request.
-
-    aiohttp (every admitted version) overwrites ``etag`` with ``<mtime>-<size>`` and
-    evaluates preconditions against it (and, before aiohttp#13480, ignores an
-    entity-tag If-Range). clipd has already decided all of that, so prepare() runs on a
-    clone without those headers and with only the Range clipd chose to honour.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        headers: dict[str, str],
-        request: web.BaseRequest,
-        decision: Decision,
-        job_id: str,
-        downloading: Counter[str],
-    ) -> None:
-        super().__init__(path, headers=headers)
-        self._job_id = job_id
-        self._downloading = downloading
-        self._clean_request = request
-        partial = decision.outcome is Outcome.PARTIAL
-        if not partial and not any(name in request.headers for name in _STRIPPED):
-            return  # nothing to hide: skip the clone, a measurable cost per download
-        forwarded = CIMultiDict(request.headers)
-        for name in _STRIPPED:
-            forwarded.popall(name, None)
-        if partial:
-            forwarded["Range"] = f"bytes={decision.start}-{decision.end}"
-        self._clean_request = request.clone(headers=forwarded)
-
-    # FileResponse assigns these from its own stat (an mtime-size ETag; a Last-Modified
-    # rounded up); clipd's values are already in the headers, so the assignments are
-    # ignored.
-    @property
-    def etag(self) -> Any:
-        return web.StreamResponse.etag.fget(self)  # type: ignore[attr-defined]
-
-    @etag.setter
-    def etag(self, value: Any) -> None:
-        return
-
-    @property
-    def last_modified(self) -> Any:
-        return web.StreamResponse.last_modified.fget(self)  # type: ignore[attr-defined]
-
-    @last_modified.setter
-    def last_modified(self, value: Any) -> None:
-        return
-
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        # FileResponse sends the whole body inside prepare(): while it runs, retention
-        # leaves this clip alone (state.extras["downloading"]).
-        self._downloading[self._job_id] += 1
-        try:
-            return await super().prepare(self._clean_request)
-        except FileNotFoundError:
-            # Evicted or deleted between the check and the open. aiohttp >= 3.9 answers
-            # 404 itself; 3.8 (Debian 12) raises, which would drop the connection.
-            if self.prepared:
-                raise
-            return await self._answer_gone(request)
-        finally:
-            self._downloading[self._job_id] -= 1
-            if self._downloading[self._job_id] <= 0:
-                del self._downloading[self._job_id]
-
-    async def _answer_gone(self, request: web.BaseRequest) -> Any:
-        body = json.dumps(
-            {"error": "not_found", "detail": f"job {self._job_id} was removed just now"}
-        ).encode()
-        for name in list(self.headers):
-            if name.lower() not in {"date", "server"}:
-                del self.headers[name]
-        self.set_status(404)
-        self.content_type = "application/json"
-        self.content_length = len(body)
-        writer = await web.StreamResponse.prepare(self, request)
-        await web.StreamResponse.write(self, body)
-        return writer
-
-
 def _check_signature(state: State, request: web.Request, job_id: str) -> None:
     config = state.config.web
     if not config.require_signed_downloads:
@@ -462,17 +367,15 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     state: State = request.app[STATE]
     job_id = job_id_of(request)
     _check_signature(state, request, job_id)
-    found = await _find(state, job_id)
-    record = await _verified(state, found)
-    decision = decide(
-        request.method,
-        request.headers,
-        record.sha256 or _NO_ETAG,
-        record.mtime_ns,
-        record.size_bytes,
-    )
-    headers = _clip_headers(record, state.config.web)
-    response = await _respond(state, request, record, found.local, decision, headers)
+    sent_from_cache = await _send_cached(state, request, job_id)
+    if sent_from_cache is None:
+        found = await _find(state, job_id)
+        record = await _verified(state, found)
+        decision = _decide(request, record)
+        headers = _clip_headers(record, state.config.web)
+        response = await _respond(state, request, record, found.local, decision, headers)
+    else:
+        response, record, decision = sent_from_cache
     state.metrics.downloads.labels(str(response.status)).inc()
     if response.status in {200, 206}:
         sent = _body_bytes(decision, record, request.method)
@@ -480,6 +383,50 @@ async def download_job(request: web.Request) -> web.StreamResponse:
         if request.method == "GET":
             download_log(state).count(job_id, sent)
     return response
+
+
+def _decide(request: web.Request, record: ClipRecord) -> Decision:
+    return decide(
+        request.method,
+        request.headers,
+        record.sha256 or _NO_ETAG,
+        record.mtime_ns,
+        record.size_bytes,
+    )
+
+
+async def _send_cached(
+    state: State, request: web.Request, job_id: str
+) -> tuple[web.StreamResponse, ClipRecord, Decision] | None:
+    """Send a clip whose record is in the cache, its identity checked by FileResponse's
+    own ``stat`` (:class:`~clipd.clipfile.CheckedPath`); None when the cache cannot
+    answer (no entry, a stale one, nginx sends the bytes, or no body to send)."""
+    index, cache = state.index, record_cache(state)
+    if state.config.web.accel_redirect or _FAST_PATH_OFF in state.extras:
+        return None
+    cached = cache.get(job_id, index.generation)
+    if cached is None:
+        return None
+    record, generation = cached.record, cached.generation
+    decision = _decide(request, record)
+    if decision.outcome not in {Outcome.FULL, Outcome.PARTIAL}:
+        return None  # 304, 412, 416 are answered after the usual check
+    path = CheckedPath.of(cached.local, record.identity, lambda: index.generation == generation)
+    downloading: Counter[str] = state.shared("downloading", Counter)
+    headers = _clip_headers(record, state.config.web)
+    response = ClipFileResponse(path, headers, request, decision, job_id, downloading)
+    try:
+        await response.prepare(request)
+    except StaleEntry:
+        # Touched, replaced or gone, or the index changed: nothing was sent yet.
+        cache.drop(job_id)
+        return None
+    if not path.checked:
+        # An aiohttp that no longer stats the path it was given: this download was
+        # sent on the cached record's word; never again.
+        state.extras[_FAST_PATH_OFF] = True
+        logger.error("FileResponse did not stat the clip's path: cached downloads now re-check")
+    return response, record, decision
 
 
 async def _respond(
@@ -518,7 +465,7 @@ async def _respond(
         headers["X-Accel-Redirect"] = prefix + quote(record.relpath)
         return web.Response(status=200, headers=headers)
     downloading: Counter[str] = state.shared("downloading", Counter)
-    return _ClipFileResponse(local, headers, request, decision, record.job_id, downloading)
+    return ClipFileResponse(local, headers, request, decision, record.job_id, downloading)
 
 
 def _needs_clipd(request: web.Request) -> bool:
