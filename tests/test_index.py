@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipd.index import _MIGRATIONS, AsyncIndex, ClipRecord, Index, Totals, _split_sql, index_path
+from clipd.index import (
+    _MIGRATIONS,
+    AsyncIndex,
+    ClipRecord,
+    ClipSummary,
+    Index,
+    Totals,
+    _split_sql,
+    index_path,
+)
 
 
 def rec(job: str, day: str = "2026-11-24", size: int = 10, ingested_at: float = 1e9) -> ClipRecord:
@@ -47,6 +56,31 @@ def test_aggregates_follow_inserts_updates_and_deletes(index: Index) -> None:
     assert index.totals() == Totals(1, 5)
     assert index.day_totals() == {"2026-11-25": Totals(1, 5)}
     assert index.added_daily("1970-01-01") == {"2001-09-09": Totals(3, 35)}
+
+
+def test_records_and_summaries_read_back_every_column(index: Index) -> None:
+    rows = [replace(rec("a", size=7), mtime_ns=5, backed_up=True), rec("b", "2026-11-25")]
+    index.upsert_many(rows)
+    index.set_state("b", "deleting")
+    stored = [rows[0], replace(rows[1], state="deleting")]
+    assert list(index.records()) == sorted(stored, key=lambda r: (r.mtime_ns, r.job_id))
+    assert type(next(index.records()).backed_up) is bool
+    assert sorted(index.summaries()) == [
+        ClipSummary(r.job_id, r.relpath, r.size_bytes, r.mtime_ns, r.state) for r in stored
+    ]
+
+
+def test_set_state_many_marks_only_the_given_rows_and_ignores_unknown_ids(index: Index) -> None:
+    index.upsert_many([rec("a"), rec("b"), rec("c")])
+    index.set_state_many(iter(["a", "c", "zz"]), "deleting")
+    assert {r.job_id: r.state for r in index.records()} == {
+        "a": "deleting",
+        "b": "ok",
+        "c": "deleting",
+    }
+    assert [r.job_id for r in index.pending_deletes()] == ["a", "c"]
+    index.set_state_many([], "ok")
+    assert index.totals() == Totals(3, 30)
 
 
 @settings(max_examples=30, deadline=None)
