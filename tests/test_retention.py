@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipd.index import ClipRecord
+from clipd.index import ClipRecord, ClipSummary
 from clipd.retention import GB, Plan, Policy, Reason, TmpFile, Usage, plan
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
@@ -193,6 +194,21 @@ def _after(
     if usage is not None:
         usage = Usage(usage.total_bytes, usage.used_bytes - p.bytes, usage.free_bytes + p.bytes)
     return kept, usage
+
+
+def summary(r: ClipRecord) -> ClipSummary:
+    return ClipSummary(r.job_id, r.relpath, r.size_bytes, r.mtime_ns, r.state)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records_st, policy_st, usage_st, st.randoms(use_true_random=False))
+def test_plan_over_index_summaries_equals_plan_over_full_records(
+    records: list[ClipRecord], policy: Policy, usage: Usage | None, rnd: random.Random
+) -> None:
+    # The cleanup shell plans with Index.summaries(), in no particular order.
+    shuffled = [summary(r) for r in records]
+    rnd.shuffle(shuffled)
+    assert plan(shuffled, usage, policy, NOW) == plan(records, usage, policy, NOW)
 
 
 @settings(max_examples=300, deadline=None)
