@@ -9,7 +9,6 @@ process holds with an flock (a download, a copy) is skipped this round.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -23,13 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clipd.config import Config
-from clipd.index import AsyncIndex, ClipRecord, Index
+from clipd.index import AsyncIndex, ClipSummary, Index
 from clipd.naming import is_day_folder
 from clipd.retention import Deletion, Plan, Policy, TmpFile, Usage, over_high_mark, plan
 from clipd.storage import Backend
-from clipd.storage.local import fsync_dir
 
 if TYPE_CHECKING:
+    import asyncio
+
     from clipd.daemon import Daemon
     from clipd.metrics import Metrics
 
@@ -55,7 +55,7 @@ _MIN_TRIGGER_GAP_S = 1.0  # ingest-triggered runs at most this often
 class Snapshot:
     """The planner's inputs, read in one worker-thread hop."""
 
-    records: tuple[ClipRecord, ...]
+    records: tuple[ClipSummary, ...]
     usage: Usage | None
     tmp_files: tuple[TmpFile, ...]
     day_entries: dict[str, int] | None
@@ -142,7 +142,7 @@ def gather_blocking(ix: Index, clips_dir: Path, local: bool) -> Snapshot:
     ``local`` says the clips are files under ``clips_dir`` (else no disk rule applies
     and no folder is scanned).
     """
-    records = tuple(ix.records())
+    records = tuple(ix.summaries())
     if not local:
         return Snapshot(records, None, (), None, ())
     tmp, entries, on_disk = _scan_days(clips_dir)
@@ -194,7 +194,8 @@ def _start_unlinks(
     """
     by_day: dict[str, dict[str, Deletion]] = {}
     for deletion in deletions:
-        by_day.setdefault(deletion.day, {})[deletion.relpath.partition("/")[2]] = deletion
+        day, _, name = deletion.relpath.partition("/")
+        by_day.setdefault(day, {})[name] = deletion
     if pool is not None:
         return [pool.submit(_unlink_day, clips_dir, day, by_day[day]) for day in sorted(by_day)]
     done: list[Future[_DayResult]] = []
@@ -301,35 +302,41 @@ def _unlink_in(dir_fd: int, names: list[str], wanted: dict[str, Deletion], out: 
 _FRESH_FOLDER_S = 60.0
 
 
-def _is_young(folder: Path) -> bool:
-    return time.time() - folder.stat().st_mtime < _FRESH_FOLDER_S
-
-
 def _remove_empty_days(
     clips_dir: Path, days: Iterable[str], deletions: Iterable[Deletion]
 ) -> list[str]:
-    """rmdir each day folder that is empty now; a non-empty one is left alone.
+    """rmdir each day folder that is empty now (a non-empty one is left alone), then
+    fsync the tree root once.
 
     A folder that was empty already (nothing deleted from it) is kept while it is young:
-    a writer may have just made it and be about to put its temp file there.
+    a writer may have just made it and be about to put its temp file there. One at a
+    time: rmdir takes the tree root's lock, threads would only queue on it.
     """
-    emptied_now = {d.relpath.partition("/")[0] for d in deletions}
-    removed: list[str] = []
-    for day in days:
-        if not is_day_folder(day):
-            continue
-        try:
-            if day not in emptied_now and _is_young(clips_dir / day):
-                continue
-            os.rmdir(clips_dir / day)
-        except OSError as exc:
-            if exc.errno not in {errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT}:
-                logger.error("cannot remove empty folder %s: %s", day, exc.strerror)
-            continue
-        removed.append(day)
-    if removed:
-        fsync_dir(clips_dir)
+    emptied_now = {d.day for d in deletions}
+    wanted = [day for day in days if is_day_folder(day)]
+    if not wanted:
+        return []
+    root_fd = os.open(clips_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        removed = [d for d in wanted if _remove_day(root_fd, d, keep_young=d not in emptied_now)]
+        if removed:
+            os.fsync(root_fd)
+    finally:
+        os.close(root_fd)
     return removed
+
+
+def _remove_day(root_fd: int, day: str, keep_young: bool) -> bool:
+    """rmdir one day folder if it is empty (and, with ``keep_young``, not young)."""
+    try:
+        if keep_young and time.time() - os.stat(day, dir_fd=root_fd).st_mtime < _FRESH_FOLDER_S:
+            return False
+        os.rmdir(day, dir_fd=root_fd)
+    except OSError as exc:
+        if exc.errno not in {errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT}:
+            logger.error("cannot remove empty folder %s: %s", day, exc.strerror)
+        return False
+    return True
 
 
 def _log_deletions(applied: Sequence[Deletion], now: float) -> None:
@@ -415,6 +422,8 @@ def _applied(unlinked: _Unlinked, dirs: Sequence[str]) -> Applied:
 
 
 # -- applying (event loop) -----------------------------------------------------------------
+# The functions below import asyncio where they run: ``clipd cleanup`` imports this module
+# and never needs it (about 25 ms of its start-up).
 
 
 async def apply_plan(
@@ -422,6 +431,8 @@ async def apply_plan(
 ) -> Applied:
     """Apply a plan from the event loop: index writes on the writer thread, unlinks in
     worker threads, remote deletes through the backend. Raises OSError from the store."""
+    import asyncio
+
     unlinked = _Unlinked([], [], [], [])
     local = stores_locally(backend)
     for start in range(0, len(the_plan.deletions), _CHUNK):
@@ -459,6 +470,8 @@ async def run_once(daemon: Daemon, draining: bool = False) -> tuple[Applied, boo
 
     Returns what was applied and whether the watermark drain goes on: it began at the high
     mark and the filesystem, measured after the pass, is still above the low mark."""
+    import asyncio
+
     started = time.monotonic()
     config: Config = daemon.config
     clips_dir = config.clips_dir
@@ -517,6 +530,8 @@ def _limits_check(config: Config, local: bool) -> Callable[[Index], bool]:
 async def retention_service(daemon: Daemon) -> None:
     """The daemon's retention task: a pass at start, every ``retention.interval_seconds``,
     and at once when ingest pushes usage over a limit. Runs until cancelled."""
+    import asyncio
+
     wake = asyncio.Event()
     daemon.ingestor.on_recorded.append(wake.set)
     local = stores_locally(daemon.backend)
@@ -542,6 +557,8 @@ async def retention_service(daemon: Daemon) -> None:
 
 async def _wait(wake: asyncio.Event, timeout_s: float) -> bool:
     """Wait for ``wake`` or the timeout; True when woken by ingest."""
+    import asyncio
+
     # Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives as the
     # event is set (gh-86296), and the daemon would then never stop.
     try:

@@ -10,7 +10,6 @@ Precedence is flag > environment > file > default. Environment names are
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +257,8 @@ def _apply(merged: _Merged, section: str, key: str, raw: Any, where: str, text: 
 
 
 def _from_file(text: str, source: str, merged: _Merged) -> None:
+    import tomllib  # here: most runs (every CLI command without --config) have no file
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

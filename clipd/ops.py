@@ -19,16 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from clipd.checks import sha256_file
 from clipd.cleanup import Applied, apply_blocking, gather_blocking, summary_line, usage_of
 from clipd.cli import config_from_args
 from clipd.config import Config
 from clipd.errors import ClipdError, ConfigError
 from clipd.index import ClipRecord, Index, index_path
 from clipd.logs import setup_logging
-from clipd.reconcile import walk_tree
-from clipd.report import gather_blocking as gather_report
 from clipd.retention import GB, Plan, Policy, plan
+
+# report and verify import what only they use inside their handlers, so that each
+# command (a cron job's ``clipd cleanup`` above all) pays only for its own imports.
 
 __all__ = ["add_commands"]
 
@@ -218,6 +218,8 @@ def _cleanup_json(
 
 
 def _cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from clipd.report import gather_blocking as gather_report
+
     config = config_from_args(args, environ)
     setup_logging(config.log.level, environ)
     clips_dir = _local_tree(config)
@@ -343,6 +345,8 @@ class _Progress:
 
 
 def _hash_one(clips_dir: Path, record: ClipRecord) -> tuple[ClipRecord, str | None]:
+    from clipd.checks import sha256_file
+
     try:
         digest, _ = sha256_file(clips_dir / record.relpath)
     except FileNotFoundError:
@@ -351,6 +355,8 @@ def _hash_one(clips_dir: Path, record: ClipRecord) -> tuple[ClipRecord, str | No
 
 
 def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from clipd.reconcile import walk_tree
+
     config = config_from_args(args, environ)
     setup_logging(config.log.level, environ)
     clips_dir = _local_tree(config)

@@ -48,6 +48,23 @@ def test_cleanup_max_age_deletes_expired_and_reports_json(clips_dir: Path) -> No
     assert set(disk_clips(clips_dir)) == set(index_rows(clips_dir)) == {"2026-01-02/Clip_new.mp4"}
 
 
+def test_cleanup_command_imports_neither_asyncio_nor_a_toml_parser(clips_dir: Path) -> None:
+    # A cron job's start-up: the daemon's event loop machinery and the config file
+    # parser (no --config given) are not loaded at all.
+    make_tree(clips_dir, {"old": ("2026-01-01", 30)})
+    code = (
+        "import sys; from clipd.cli import main; rc = main(['cleanup', '--max-age', '24']);"
+        "print(rc, sorted({'asyncio', 'tomllib', 'aiohttp'} & set(sys.modules)))"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "CLIPS_DIR": str(clips_dir)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, text=True, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "0 []"
+    assert index_rows(clips_dir) == {}
+
+
 def test_cleanup_size_threshold_is_decimal_gb_and_evicts_oldest(clips_dir: Path) -> None:
     make_tree(clips_dir, {"a": ("2026-01-02", 3), "b": ("2026-01-02", 2), "c": ("2026-01-02", 1)})
     result = clipd(clips_dir, "cleanup", "--size-threshold", "0.000002")  # 2000 bytes
