@@ -9,6 +9,7 @@ younger than the protection window, or one being downloaded, is never planned.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -301,13 +302,11 @@ def _emptied_days(
 ) -> tuple[str, ...]:
     if day_entries is None:
         return ()
-    planned: dict[str, int] = {}
-    for deletion in deletions:
-        planned[deletion.day] = planned.get(deletion.day, 0) + 1
+    planned = Counter(d.day for d in deletions)
     return tuple(
         sorted(
             day
             for day, entries in day_entries.items()
-            if day != today and is_day_folder(day) and planned.get(day, 0) >= entries
+            if day != today and is_day_folder(day) and planned[day] >= entries
         )
     )
