@@ -316,7 +316,10 @@ def _remove_empty_days(
     wanted = [day for day in days if is_day_folder(day)]
     if not wanted:
         return []
-    root_fd = os.open(clips_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        root_fd = os.open(clips_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
     try:
         removed = [d for d in wanted if _remove_day(root_fd, d, keep_young=d not in emptied_now)]
         if removed:
