@@ -22,6 +22,7 @@ __all__ = [
     "NotRegularFileError",
     "examine_file",
     "identity_of",
+    "open_clip",
     "sha256_file",
     "signature_ok",
 ]
@@ -76,16 +77,25 @@ def identity_of(st: os.stat_result) -> Identity:
     return Identity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
+def open_clip(path: str | os.PathLike[str]) -> int:
+    """Open a clip file to read (blocks): never through a symlink (ELOOP), and without
+    waiting for a writer if a FIFO stands in its place. The caller closes the fd."""
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+
+
 def examine_file(
-    path: str | os.PathLike[str], ext: str, min_bytes: int, max_bytes: int
+    path: str | os.PathLike[str], ext: str, min_bytes: int, max_bytes: int, fd: int = -1
 ) -> Examined:
     """Validate and hash ``path`` in one read; blocks on the disk.
 
     Checks that it is a regular file (never following a symlink), its size bounds and
     its container signature, then hashes it. Raises FileNotFoundError if it is gone and
     FileChangedError if it changed while being read (a writer still at work).
+    ``fd``: ``path`` already opened with :func:`open_clip` (examine_file closes it);
+    every check is made on it as on a fresh one.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        fd = open_clip(path)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

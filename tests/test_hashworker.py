@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from clipd import hashworker as hashworker_mod
 from clipd import ingest as ingest_mod
 from clipd.config import load
 from clipd.hashworker import HashWorkers, Outcome, Request, Verdict, WorkerGone, examine_many
@@ -61,6 +62,44 @@ def test_workers_give_the_same_results_as_threads(clips_dir: Path) -> None:
     verdicts = [r for r in expected if isinstance(r, Verdict)]
     assert [v.outcome for v in verdicts] == [Outcome.QUARANTINED] * 4 + [Outcome.GONE]
     assert all(not psutil.pid_exists(pid) or _is_zombie(pid) for pid in workers.pids)
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_files_opened_ahead_get_the_verdicts_of_a_fresh_open(
+    clips_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Odd entries far apart, so each is opened ahead while others are examined.
+    relpaths = _tree(clips_dir, 60)
+    folder = clips_dir / DAY
+    os.mkfifo(folder / "Fifo_f1.mp4")
+    (folder / "Dir_d1.mp4").mkdir()
+    os.symlink(folder / "Clip_c1.mp4", folder / "Link_l1.mp4")
+    (folder / "Bad_sig1.mp4").write_bytes(b"\0" * 500)
+    odd = ["Fifo_f1.mp4", "Dir_d1.mp4", "Link_l1.mp4", "Bad_sig1.mp4", "Gone_g1.mp4"]
+    for i, name in enumerate(odd):
+        relpaths.insert(5 + 12 * i, f"{DAY}/{name}")
+    request = _request(clips_dir, relpaths)
+    before = _open_fds()
+    ahead = examine_many(request)
+    assert _open_fds() == before
+    monkeypatch.setattr(hashworker_mod, "_READAHEAD_FILES", 0)
+    assert ahead == examine_many(request)
+    assert sum(isinstance(r, ClipRecord) for r in ahead) == 60
+    verdicts = [r for r in ahead if isinstance(r, Verdict)]
+    assert [v.outcome for v in verdicts] == [Outcome.QUARANTINED] * 4 + [Outcome.GONE]
+
+
+def test_an_error_mid_batch_closes_the_files_opened_ahead(clips_dir: Path) -> None:
+    relpaths = _tree(clips_dir, 40)
+    # A name too long to open: examine_many raises OSError with files open ahead of it.
+    relpaths.insert(3, f"{DAY}/{'T' * 300}_long1.mp4")
+    before = _open_fds()
+    with pytest.raises(OSError):
+        examine_many(_request(clips_dir, relpaths))
+    assert _open_fds() == before
 
 
 def _is_zombie(pid: int) -> bool:
