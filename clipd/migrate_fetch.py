@@ -165,8 +165,9 @@ class Fetcher:
         # refusal): the bytes go from our buffer to the disk without a page-cache copy
         # (a sixth of the CPU time) or write-back work; syncfs then only commits metadata.
         self.direct = True
-        # botocore honours AWS_CA_BUNDLE for its own calls; the GETs must trust the same.
-        self._tls = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+        # Built at the first https connection: loading the CA bundle costs ~50 ms of CPU
+        # before the first GET, for nothing with an http:// endpoint.
+        self._tls: ssl.SSLContext | None = None
         self._presigner: Presigner | None = None
         self._presigner_lock = threading.Lock()
 
@@ -262,7 +263,7 @@ class Fetcher:
         reused = slot in connections
         if not reused:
             connections[slot] = (
-                HTTPSConnection(parts.netloc, timeout=_TIMEOUT_S, context=self._tls)
+                HTTPSConnection(parts.netloc, timeout=_TIMEOUT_S, context=self._tls_context())
                 if parts.scheme == "https"
                 else HTTPConnection(parts.netloc, timeout=_TIMEOUT_S)
             )
@@ -277,6 +278,15 @@ class Fetcher:
                 raise
         # The server closed the idle keep-alive connection: once more on a new one.
         return self._get(url)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        with self._open_lock:
+            if self._tls is None:
+                # botocore honours AWS_CA_BUNDLE for its own calls; the GETs trust the same.
+                self._tls = ssl.create_default_context(
+                    cafile=os.environ.get("AWS_CA_BUNDLE") or None
+                )
+            return self._tls
 
     def _drop(self, slot: tuple[str, str]) -> None:
         connection = self._state.connections.pop(slot, None)
@@ -343,8 +353,8 @@ class Fetcher:
                     # Only the last chunk is short: pad it, the truncate below cuts it.
                     chunk = buffer[: -(-count // _DIRECT_ALIGN_BYTES) * _DIRECT_ALIGN_BYTES]
                 _write_all(fd, chunk)
-            if direct:
-                os.ftruncate(fd, size)
+            if direct and size % _DIRECT_ALIGN_BYTES:
+                os.ftruncate(fd, size)  # cut the padding of the last block
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if direct and exc.errno == errno.EINVAL:

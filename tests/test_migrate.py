@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import types
@@ -383,6 +384,54 @@ def test_migrate_dry_run_lists_what_would_move_and_writes_nothing(
     assert "would move: 2024-09-02/Clip_d2.mp4 -> 2024-09-02/Clip_d2.mp4" in out
     assert not (clips_dir / "2024-09-02").exists()
     assert not (clips_dir / ".clipd" / "index.sqlite3").exists()
+
+
+def test_migrate_over_plain_http_never_reads_the_ca_bundle(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The TLS context (and its CA bundle) is built only for an https:// endpoint, as
+    # botocore does: an http:// store does not pay for loading certificates.
+    assert s3_server.endpoint_url.startswith("http://")
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(clips_dir.parent / "no-such-bundle.pem"))
+    s3 = s3_server.client()
+    bucket = make_bucket("plain")
+    data = clip_bytes(9000, 4)
+    put(s3, bucket, "2024-10-01/Clip_h1.mp4", data)
+    env = {**s3_env, "CLIPS_DIR": str(clips_dir)}
+
+    code, summary = run(["migrate", "--from", f"s3://{bucket}"], env, capsys)
+
+    assert code == 0 and summary["moved"] == 1
+    assert (clips_dir / "2024-10-01/Clip_h1.mp4").read_bytes() == data
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_migrate_leaves_the_garbage_collector_as_it_found_it(
+    enabled: bool,
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s3 = s3_server.client()
+    bucket = make_bucket("gc")
+    put(s3, bucket, "2024-10-02/Clip_g1.mp4", clip_bytes(3000, 5))
+    env = {**s3_env, "CLIPS_DIR": str(clips_dir)}
+    was_enabled = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        code, summary = run(["migrate", "--from", f"s3://{bucket}"], env, capsys)
+        assert gc.isenabled() is enabled
+        assert gc.get_freeze_count() == 0  # start-up objects set aside only for the run
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+    assert code == 0 and summary["moved"] == 1
 
 
 @pytest.mark.parametrize(
