@@ -599,11 +599,12 @@ class AsyncIndex:
         loop = _running_loop()
         return await loop.run_in_executor(self._reader_pool, lambda: fn(self._reader()))
 
-    async def write(self, fn: Callable[[Index], _T], *, keeps_clips: bool = False) -> _T:
+    async def write(self, fn: Callable[[Index], _T], *, keeps_records: bool = False) -> _T:
         """Run ``fn(index)`` on the single writer thread, then publish the aggregates.
 
-        ``keeps_clips``: ``fn`` changes no row of ``clips`` (e.g. download counters), so
-        records read before it stay current and ``generation`` is not bumped for it.
+        ``keeps_records``: ``fn`` changes nothing a download trusts an in-memory record
+        for (a clip's path, identity, SHA-256, state): download counters, a scrub's
+        ``verified_at``. ``generation`` is then not bumped for it.
         """
         writer = self._writer
         if writer is None:
@@ -616,7 +617,7 @@ class AsyncIndex:
             try:
                 result = fn(writer)
             finally:
-                if not keeps_clips and writer._conn.total_changes != changes:
+                if not keeps_records and writer._conn.total_changes != changes:
                     self.generation += 1
             # On the writer thread, after the write: callbacks reach the loop in the
             # order of the writes (and before this write's own result), so ``totals``

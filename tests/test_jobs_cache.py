@@ -141,13 +141,21 @@ async def test_row_changed_by_another_process_ends_the_cached_record_at_the_next
     assert body["detail"] == "no clip with job id job1"
 
 
-async def test_download_counter_flush_keeps_cached_records(api: Api) -> None:
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda ix: ix.add_downloads([(DAY, "job1", 1, 100)]),  # the counter flush
+        lambda ix: ix.set_verified("job1", 1e9),  # a scrub's verification
+    ],
+    ids=["download-counters", "scrub-verified"],
+)
+async def test_writes_that_keep_records_keep_the_cache(
+    api: Api, write: Callable[[Any], None]
+) -> None:
     record = await api.add("job1")
     await _served(api, record)
     reads = _count_reads(api)
-    await api.state.index.write(
-        lambda ix: ix.add_downloads([(DAY, "job1", 1, record.size_bytes)]), keeps_clips=True
-    )
+    await api.state.index.write(write, keeps_records=True)
     await _served(api, record)
     assert reads == [0]
 
