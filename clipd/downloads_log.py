@@ -70,7 +70,7 @@ class DownloadLog:
         if not rows:
             return 0
         try:
-            await index.write(lambda ix: ix.add_downloads(rows), keeps_records=True)
+            await index.write(lambda ix: ix.add_downloads(rows))
         except BaseException:
             self.put_back(rows)
             raise

@@ -10,6 +10,7 @@ reader pool, so nothing blocks the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -279,6 +280,10 @@ class Index:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._conn = _connect(path)
+        # Rows changed by writes that leave every indexed clip as a download sees it
+        # (new clips, download counters, verification and backup marks): AsyncIndex
+        # keeps its generation, and so the download cache, for them.
+        self.benign_changes = 0
         self._migrate()
 
     def close(self) -> None:
@@ -432,6 +437,7 @@ class Index:
             return
         with self._transaction() as conn:
             current = self._days_and_sizes(conn, [row[0] for row in rows])
+            only_new, before = not current, conn.total_changes
             delta = _Delta()
             for row in rows:
                 job_id, day, size, ingested_at = row[0], row[2], row[5], row[10]
@@ -445,6 +451,8 @@ class Index:
                 current[job_id] = (day, size)
             conn.executemany(_UPSERT, rows)
             delta.apply(conn)
+            if only_new:  # inserts (job id and relpath are unique): no clip changed
+                self.benign_changes += conn.total_changes - before
 
     def delete_many(self, job_ids: Iterable[str]) -> None:
         """Delete rows by job id in one transaction (unknown ids are ignored)."""
@@ -510,21 +518,31 @@ class Index:
             conn.execute(f"UPDATE clips SET state = ? WHERE {_IN_IDS}", (state, ids))
 
     def set_verified(self, job_id: str, verified_at: float) -> None:
-        with self._transaction() as conn:
+        with self._benign_transaction() as conn:
             conn.execute("UPDATE clips SET verified_at = ? WHERE job_id = ?", (verified_at, job_id))
 
     def set_backed_up(self, job_id: str) -> None:
-        with self._transaction() as conn:
+        with self._benign_transaction() as conn:
             conn.execute("UPDATE clips SET backed_up = 1 WHERE job_id = ?", (job_id,))
 
     def add_downloads(self, batch: Iterable[tuple[str, str, int, int]]) -> None:
         """Add (day, job id, count, bytes) increments in one transaction."""
-        with self._transaction() as conn:
+        with self._benign_transaction() as conn:
             conn.executemany(
                 "INSERT INTO downloads_daily VALUES (?, ?, ?, ?) ON CONFLICT(day, job_id)"
                 " DO UPDATE SET count = count + excluded.count, bytes = bytes + excluded.bytes",
                 batch,
             )
+
+    @contextlib.contextmanager
+    def _benign_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction whose changes all count as :attr:`benign_changes`."""
+        before = self._conn.total_changes
+        try:
+            with self._transaction() as conn:
+                yield conn
+        finally:
+            self.benign_changes += self._conn.total_changes - before
 
 
 def _split_sql(script: str) -> list[str]:
@@ -599,12 +617,12 @@ class AsyncIndex:
         loop = _running_loop()
         return await loop.run_in_executor(self._reader_pool, lambda: fn(self._reader()))
 
-    async def write(self, fn: Callable[[Index], _T], *, keeps_records: bool = False) -> _T:
+    async def write(self, fn: Callable[[Index], _T]) -> _T:
         """Run ``fn(index)`` on the single writer thread, then publish the aggregates.
 
-        ``keeps_records``: ``fn`` changes nothing a download trusts an in-memory record
-        for (a clip's path, identity, SHA-256, state): download counters, a scrub's
-        ``verified_at``. ``generation`` is then not bumped for it.
+        ``generation`` is bumped when ``fn`` changed rows beyond
+        :attr:`Index.benign_changes` (writes that leave every indexed clip as a download
+        sees it: new clips, counters, verification and backup marks).
         """
         writer = self._writer
         if writer is None:
@@ -613,11 +631,11 @@ class AsyncIndex:
 
         def run() -> _T:
             self._notice_other_writers(writer)
-            changes = writer._conn.total_changes
+            changes, benign = writer._conn.total_changes, writer.benign_changes
             try:
                 result = fn(writer)
             finally:
-                if not keeps_records and writer._conn.total_changes != changes:
+                if writer._conn.total_changes - changes != writer.benign_changes - benign:
                     self.generation += 1
             # On the writer thread, after the write: callbacks reach the loop in the
             # order of the writes (and before this write's own result), so ``totals``

@@ -16,8 +16,9 @@ When an entry is used (all of this is checked by :func:`clipd.jobs._find`):
 - the index must not have changed since the record was read
   (:attr:`clipd.index.AsyncIndex.generation`, checked before and after the ``lstat``).
   The generation is bumped after each committed write of this daemon that changed a
-  clip row (removals, quarantines, refreshes, re-ingests, uploads: seen at once;
-  download counters and a scrub's ``verified_at`` keep it), and by the first write after
+  clip row (removals, quarantines, refreshes, re-ingests, uploads: seen at once; new
+  clips, download counters and verification or backup marks keep it:
+  :attr:`clipd.index.Index.benign_changes`), and by the first write after
   another process committed to the database (SQLite's ``PRAGMA data_version``). The
   daemon writes at least once a second (the totals refresh), so a change made by
   ``clipd cleanup``, ``clipd migrate`` or a hand edit ends every entry within about a

@@ -154,7 +154,7 @@ async def _handle(daemon: Daemon, record: ClipRecord, verdict: Verdict, actual: 
     clips_dir = daemon.config.clips_dir
     if verdict is Verdict.MATCH:
         now = time.time()
-        await daemon.index.write(lambda ix: ix.set_verified(record.job_id, now), keeps_records=True)
+        await daemon.index.write(lambda ix: ix.set_verified(record.job_id, now))
         daemon.metrics.scrub_verified_bytes.inc(record.size_bytes)
         return
     if verdict is not Verdict.MISMATCH:

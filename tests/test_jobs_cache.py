@@ -146,18 +146,38 @@ async def test_row_changed_by_another_process_ends_the_cached_record_at_the_next
     [
         lambda ix: ix.add_downloads([(DAY, "job1", 1, 100)]),  # the counter flush
         lambda ix: ix.set_verified("job1", 1e9),  # a scrub's verification
+        lambda ix: ix.set_backed_up("job1"),  # a backup's mark
+        None,  # a new clip ingested
     ],
-    ids=["download-counters", "scrub-verified"],
+    ids=["download-counters", "scrub-verified", "backed-up", "new-clip"],
 )
-async def test_writes_that_keep_records_keep_the_cache(
-    api: Api, write: Callable[[Any], None]
+async def test_writes_that_change_no_indexed_clip_keep_the_cache(
+    api: Api, write: Callable[[Any], None] | None
 ) -> None:
     record = await api.add("job1")
     await _served(api, record)
+    generation = api.state.index.generation
+    if write is None:
+        await api.add("job2", seed=2)
+    else:
+        await api.state.index.write(write)
+    assert api.state.index.generation == generation
     reads = _count_reads(api)
-    await api.state.index.write(write, keeps_records=True)
     await _served(api, record)
     assert reads == [0]
+
+
+async def test_re_recording_an_indexed_clip_ends_the_cached_record(api: Api) -> None:
+    record = await api.add("job1")
+    await _served(api, record)
+    generation = api.state.index.generation
+    # The same job id recorded again (its row replaced in the same upsert as a new clip).
+    newer = await api.add("job1", seed=3)
+    assert api.state.index.generation > generation
+    reads = _count_reads(api)
+    response = await api.client.get(URL)
+    assert response.headers["ETag"] == f'"{newer.sha256}"'
+    assert reads == [1]
 
 
 def test_record_cache_is_lru_bounded_and_emptied_by_a_newer_generation(tmp_path: Path) -> None:
