@@ -3,6 +3,11 @@
 Both run in the same process, on identical copies of one tree (same files, same
 mtimes), on the same filesystem. clipd's tree is indexed first (as the daemon keeps
 it); that setup is not timed. Usage: ``python -m bench.bench_cleanup [--clips N]``.
+
+``--baseline DIR`` also runs a snapshot of clipd (``git archive <rev> clipd | tar -x -C
+DIR``) on a third identical copy in the same rounds, for an A/B comparison on a shared
+machine. Each clipd then runs from the temp folder with its own ``PYTHONPATH``
+(``python -m`` puts the working directory first, which would shadow the snapshot).
 """
 
 from __future__ import annotations
@@ -61,11 +66,15 @@ def build_tree(root: Path, clips: int, size: int) -> list[ClipRecord]:
     return records
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+def timed(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float]:
     """(wall, CPU) seconds of one run; CPU is the child's user + system time."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        cmd, check=True, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -78,48 +87,69 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=4096, help="bytes per clip")
     parser.add_argument("--dir", help="where to build the trees (default: a temp dir)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    parser.add_argument("--baseline", help="also run the clipd snapshot in this folder (A/B)")
     args = parser.parse_args([] if argv is None else argv)
-    find_s: list[float] = []
-    clipd_s: list[float] = []
-    find_cpu: list[float] = []
-    clipd_cpu: list[float] = []
+    names = ["find", "clipd"] + (["old"] if args.baseline else [])
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     left = 0
     for round_no in range(args.rounds):
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-            clipd_tree, find_tree = Path(tmp) / "clipd", Path(tmp) / "find"
-            clipd_tree.mkdir()
-            records = build_tree(clipd_tree, args.clips, args.size)
-            shutil.copytree(clipd_tree, find_tree, copy_function=shutil.copy2)
-            shutil.rmtree(find_tree / ".clipd", ignore_errors=True)
-            ix = Index(index_path(clipd_tree))
-            ix.upsert_many(records)
-            ix.close()
+            trees = {name: Path(tmp) / name for name in names}
+            trees["clipd"].mkdir()
+            records = build_tree(trees["clipd"], args.clips, args.size)
+            for name in names:
+                if name != "clipd":
+                    shutil.copytree(trees["clipd"], trees[name], copy_function=shutil.copy2)
+            shutil.rmtree(trees["find"] / ".clipd", ignore_errors=True)
+            for name in names:
+                if name != "find":
+                    ix = Index(index_path(trees[name]))
+                    ix.upsert_many(records)
+                    ix.close()
             os.sync()
-            env = {**os.environ, "CLIPS_DIR": str(clipd_tree), "CLIPD_LOG_LEVEL": "warning"}
-            find_cmd = ["find", str(find_tree), "-mmin", f"+{_MAX_AGE_H * 60}", "-delete"]
-            # Alternate which goes first so neither always pays for the other's writeback.
-            runs = [("find", find_cmd, None), ("clipd", CLIPD_CMD, env)]
-            for name, cmd, cmd_env in runs if round_no % 2 == 0 else runs[::-1]:
-                wall, cpu = timed(cmd, cmd_env)
-                (find_s if name == "find" else clipd_s).append(wall)
-                (find_cpu if name == "find" else clipd_cpu).append(cpu)
-            left += sum(1 for _ in clipd_tree.glob("[0-9]*/*"))
-            left += sum(1 for _ in find_tree.glob("[0-9]*/*"))
+            repo = str(Path(__file__).resolve().parent.parent)
+            find_cmd = ["find", str(trees["find"]), "-mmin", f"+{_MAX_AGE_H * 60}", "-delete"]
+            runs: dict[str, tuple[list[str], dict[str, str] | None, Path | None]] = {
+                "find": (find_cmd, None, None)
+            }
+            for name, path in (("clipd", repo), ("old", args.baseline)):
+                if name in names:
+                    env = {
+                        **os.environ,
+                        "CLIPS_DIR": str(trees[name]),
+                        "CLIPD_LOG_LEVEL": "warning",
+                    }
+                    if args.baseline:
+                        env["PYTHONPATH"] = str(path)
+                    runs[name] = (CLIPD_CMD, env, Path(tmp) if args.baseline else None)
+            # Rotate which goes first so none always pays for another's writeback.
+            order = names[round_no % len(names) :] + names[: round_no % len(names)]
+            for name in order:
+                w, c = timed(*runs[name])
+                wall[name].append(w)
+                cpu[name].append(c)
+            left += sum(1 for name in names for _ in trees[name].glob("[0-9]*/*"))
         print(
-            f"round {round_no + 1}: find {find_s[-1]:.3f} s (CPU {find_cpu[-1]:.3f} s), "
-            f"clipd {clipd_s[-1]:.3f} s (CPU {clipd_cpu[-1]:.3f} s)",
+            f"round {round_no + 1}: "
+            + ", ".join(f"{n} {wall[n][-1]:.3f} s (CPU {cpu[n][-1]:.3f} s)" for n in names),
             flush=True,
         )
-    t_find, t_clipd = statistics.median(find_s), statistics.median(clipd_s)
+    med = {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in names}
     print(
         f"clips: {args.clips} in {_DAYS} day folders, {args.size} bytes each, "
         f"{args.rounds} rounds (medians)"
     )
-    c_find, c_clipd = statistics.median(find_cpu), statistics.median(clipd_cpu)
+    t_find, c_find = med["find"]
+    t_clipd, c_clipd = med["clipd"]
     print(
         f"find:  find <dir> -mmin +{_MAX_AGE_H * 60} -delete  {t_find:.3f} s (CPU {c_find:.3f} s)"
     )
     print(f"clipd: clipd cleanup --max-age {_MAX_AGE_H}  {t_clipd:.3f} s (CPU {c_clipd:.3f} s)")
+    if args.baseline:
+        t_old, c_old = med["old"]
+        print(f"old:   {args.baseline}  {t_old:.3f} s (CPU {c_old:.3f} s)")
+        print(f"ratio old/find: {t_old / t_find:.2f}x wall, {c_old / c_find:.2f}x CPU")
     print(
         f"ratio clipd/find: {t_clipd / t_find:.2f}x wall, {c_clipd / c_find:.2f}x CPU "
         "(goal <= 1.5x wall)"
