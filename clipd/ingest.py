@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -108,6 +109,28 @@ def _record_blocking(ix: Index, clips_dir: Path, records: Sequence[ClipRecord]) 
     if accepted:
         ix.upsert_many(accepted)
     return reasons
+
+
+def _drop_gone_blocking(ix: Index, clips_dir: Path, job_ids: Sequence[str]) -> list[str]:
+    """Drop the rows of ``job_ids`` whose files are gone now; returns those dropped.
+
+    On the writer thread, so in order with every other write: a clip the watcher
+    recorded while the walk went on (written into a folder the walk had already listed,
+    or moved there) keeps its row although the walk did not see its file.
+    """
+    prefix = f"{clips_dir}/"
+    rows = ix.get_many(job_ids)
+    gone = [j for j, row in rows.items() if not _walkable(prefix + row.relpath)]
+    ix.delete_many(gone)
+    return gone
+
+
+def _walkable(path: str) -> bool:
+    """Is there an entry at ``path`` that a walk would report (anything but a folder)?"""
+    try:
+        return not stat.S_ISDIR(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 class Ingestor:
@@ -337,9 +360,12 @@ class Ingestor:
         plan: ReconcilePlan = plan_reconcile(
             walk, indexed, self._clock_ns(), int(self.stale_tmp_s * 1e9)
         )
+        dropped: list[str] = []
         if plan.to_drop:
-            await self._index.write(lambda ix: ix.delete_many(plan.to_drop))
-            logger.info("dropped %d index rows whose files are gone", len(plan.to_drop))
+            dropped = await self._index.write(
+                lambda ix: _drop_gone_blocking(ix, self.clips_dir, plan.to_drop)
+            )
+            logger.info("dropped %d index rows whose files are gone", len(dropped))
         removed = await loop.run_in_executor(self._pool, self._remove_stale_tmp, plan.stale_tmp)
         counts = {o: 0 for o in Outcome}
         known = plan.known
@@ -352,7 +378,7 @@ class Ingestor:
         return ReconcileReport(
             examined=len(plan.to_examine),
             recorded=counts[Outcome.RECORDED],
-            dropped=len(plan.to_drop),
+            dropped=len(dropped),
             quarantined=counts[Outcome.QUARANTINED],
             stale_tmp_removed=removed,
             seconds=time.monotonic() - started,

@@ -24,16 +24,16 @@ from tests.helpers import clip_bytes, index_rows, wait_for
 DAY = "2026-11-24"
 
 
-def _tree(clips_dir: Path, count: int, size: int = 2000) -> list[str]:
-    folder = clips_dir / DAY
+def _tree(clips_dir: Path, count: int, size: int = 2000, day: str = DAY) -> list[str]:
+    folder = clips_dir / day
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     settled = time.time() - 3600  # older than the settle time: recorded at once
     for i in range(count):
-        name = f"Clip_c{i}.mp4"
+        name = f"Clip_c{i}.mp4" if day == DAY else f"Clip_{day.replace('-', '')}c{i}.mp4"
         (folder / name).write_bytes(clip_bytes(size, i))
         os.utime(folder / name, (settled, settled))
-        names.append(f"{DAY}/{name}")
+        names.append(f"{day}/{name}")
     return names
 
 
@@ -163,7 +163,9 @@ def test_reconcile_with_helper_processes_records_every_clip(
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 def test_no_helper_process_outlives_the_daemon(make_daemon, clips_dir: Path, stop: str) -> None:
-    _tree(clips_dir, 6000, size=4000)
+    # Six folders: the helpers start in the fifth and get batches while the walk goes on.
+    for day in range(6):
+        _tree(clips_dir, 1000, size=4000, day=f"2026-11-{day + 10}")
     daemon = make_daemon().start(wait_ready=False)
     assert daemon.proc is not None
     parent = psutil.Process(daemon.proc.pid)
