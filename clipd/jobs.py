@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from clipd.batch import Batcher
 from clipd.checks import FileChangedError, NotRegularFileError, identity_of, sha256_file
 from clipd.clipfile import CheckedPath, ClipFileResponse, StaleEntry
 from clipd.conditional import Decision, Outcome, decide
@@ -78,6 +79,7 @@ CONTENT_TYPES = {
 }
 _FULL_PREFIX = "full/"
 _CACHE_KEY = "record_cache"
+_IDENTITIES_KEY = "identity_batcher"
 _FAST_PATH_OFF = "cached_downloads_off"
 # Compared with request entity-tags when a clip has no SHA-256: no entity-tag's opaque
 # part can hold a DQUOTE (RFC 9110 §8.8.3), so only "*" matches it.
@@ -219,6 +221,11 @@ def _find_blocking(ix: Index, backend: Backend, job_id: str) -> _Found | None:
     return _Found(record, local, _identity_blocking(local), stat_done=True)
 
 
+def _identities(state: State) -> Batcher[Path, Identity | None]:
+    """The daemon's batcher of ``lstat`` identity checks (made on first use)."""
+    return state.shared(_IDENTITIES_KEY, lambda: Batcher(_identity_blocking))
+
+
 def record_cache(state: State) -> RecordCache:
     """The daemon's cache of recently downloaded records (made on first use)."""
     return state.shared(_CACHE_KEY, RecordCache)
@@ -228,11 +235,10 @@ async def _find(state: State, job_id: str) -> _Found:
     index, backend, cache = state.index, state.backend, record_cache(state)
     cached = cache.get(job_id, index.generation)
     if cached is not None:
-        # One worker-thread hop, as without the cache, but for the lstat alone.
+        # One worker-thread hop for the lstat alone, shared by every download that
+        # needs one in this loop iteration.
         generation = cached.generation
-        current = await asyncio.get_running_loop().run_in_executor(
-            None, _identity_blocking, cached.local
-        )
+        current = await _identities(state)(cached.local)
         if current == cached.record.identity and index.generation == generation:
             return _Found(cached.record, cached.local, current, stat_done=True)
         # Touched, replaced or gone, or the index changed meanwhile: the index decides.
