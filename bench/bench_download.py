@@ -56,17 +56,22 @@ function request()
   return wrk.format("GET", paths[math.random(#paths)])
 end
 """
-# The floor for clipd's own figure: aiohttp serving the same clips with nothing but a
-# FileResponse per request (no index, no checks, no middleware, no access log).
+# The floor for clipd's own figures: aiohttp answering the same clips with nothing but a
+# FileResponse per request, or (argv[4] == "accel") nothing but an X-Accel-Redirect to
+# the shipped site's internal location (no index, no checks, no middleware, no access log).
 _BARE = """\
 import sys
 from pathlib import Path
 from aiohttp import web
 root = Path(sys.argv[1])
-paths = {line.rpartition("_")[2].removesuffix(".mp4\\n"): root / line.strip().lstrip("/")
+paths = {line.rpartition("_")[2].removesuffix(".mp4\\n"): line.strip().lstrip("/")
          for line in open(sys.argv[2])}
-async def download(request):
-    return web.FileResponse(paths[request.match_info["job_id"]])
+async def send(request):
+    return web.FileResponse(root / paths[request.match_info["job_id"]])
+async def accel(request):
+    relpath = paths[request.match_info["job_id"]]
+    return web.Response(headers={"X-Accel-Redirect": "/_clips/" + relpath})
+download = accel if sys.argv[4] == "accel" else send
 app = web.Application()
 app.router.add_get("/api/v1/jobs/{job_id}/download", download)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[3]), access_log=None, print=None)
@@ -124,19 +129,28 @@ def _nginx_binary() -> str:
     return found
 
 
-def _nginx_config(
-    tmp: Path, clips_dir: Path, direct_port: int, front_port: int, clipd_port: int
-) -> Path:
-    """One nginx: the tree served directly, and the shipped site in front of clipd."""
+def _site(clips_dir: Path, front_port: int, upstream_port: int, upstream: str) -> str:
+    """The shipped site, listening on ``front_port`` in front of ``upstream_port``."""
     site = _SNIPPET.read_text()
     for old, new in (
-        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{clipd_port};"),
+        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};"),
         ("listen 80;", f"listen 127.0.0.1:{front_port};"),
         ("/var/lib/clipd/clips/", f"{clips_dir}/"),
+        ("upstream clipd {", f"upstream {upstream} {{"),
+        ("proxy_pass http://clipd;", f"proxy_pass http://{upstream};"),
     ):
         if old not in site:
             raise RuntimeError(f"{old!r} is no longer in {_SNIPPET}")
         site = site.replace(old, new)
+    return site
+
+
+def _nginx_config(
+    tmp: Path, clips_dir: Path, direct_port: int, fronts: dict[str, tuple[int, int]]
+) -> Path:
+    """One nginx: the tree served directly, and the shipped site in front of each
+    upstream in ``fronts`` (name → (front port, upstream port))."""
+    site = "\n".join(_site(clips_dir, f, u, name) for name, (f, u) in fronts.items())
     temp = "\n".join(
         f"  {kind}_temp_path {tmp}/{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -261,8 +275,10 @@ class _Servers:
     direct: str  # nginx serving the tree
     front: str  # nginx with the shipped site in front of clipd
     bare: str  # aiohttp FileResponse, nothing else
+    bare_front: str  # nginx with the shipped site in front of a bare X-Accel handler
     nginx_pid: int  # the nginx worker
     bare_pid: int
+    bare_accel_pid: int
     files_lua: Path
     jobs_lua: Path
     duration_s: int
@@ -285,21 +301,31 @@ def main() -> None:
     files_lua = _script(workdir, "nginx-paths", files)
     jobs_lua = _script(workdir, "clipd-paths", jobs)
     direct_port, front_port, clipd_port, bare_port = (free_port() for _ in range(4))
+    bare_front_port, bare_accel_port = free_port(), free_port()
     ngx = workdir / "nginx"
     shutil.rmtree(ngx, ignore_errors=True)
     ngx.mkdir()
-    conf = _nginx_config(ngx, clips_dir, direct_port, front_port, clipd_port)
+    conf = _nginx_config(
+        ngx,
+        clips_dir,
+        direct_port,
+        {"clipd": (front_port, clipd_port), "bare": (bare_front_port, bare_accel_port)},
+    )
     subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(ngx)], check=True)
     proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(ngx), "-g", "daemon off;"])
-    bare = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _BARE,
-            str(clips_dir),
-            str(files_lua.with_suffix(".txt")),
-            str(bare_port),
-        ]
+    bare, bare_accel = (
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _BARE,
+                str(clips_dir),
+                str(files_lua.with_suffix(".txt")),
+                str(port),
+                mode,
+            ]
+        )
+        for port, mode in ((bare_port, "send"), (bare_accel_port, "accel"))
     )
     rows: list[Row] = []
     try:
@@ -307,12 +333,16 @@ def main() -> None:
         bare_url = f"http://127.0.0.1:{bare_port}"
         _wait(lambda: _answers(direct + files[0]), "nginx")
         _wait(lambda: _answers(bare_url + jobs[0]), "the bare aiohttp server")
+        bare_front = f"http://127.0.0.1:{bare_front_port}"
+        _wait(lambda: _answers(bare_front + jobs[0]), "nginx + the bare X-Accel handler")
         servers = _Servers(
             direct,
             f"http://127.0.0.1:{front_port}",
             bare_url,
+            bare_front,
             psutil.Process(proc.pid).children()[0].pid,
             bare.pid,
+            bare_accel.pid,
             files_lua,
             jobs_lua,
             duration_s,
@@ -332,7 +362,7 @@ def main() -> None:
             finally:
                 daemon.stop()
     finally:
-        for server in (bare, proc):
+        for server in (bare, bare_accel, proc):
             server.terminate()
             server.wait(30)
     print_rows(
@@ -354,9 +384,14 @@ def _compare(servers: _Servers, clipd: str, clipd_pid: int, accel: bool) -> list
         lambda: _wrk(servers.direct, 16, d, servers.files_lua, servers.nginx_pid),
     )
     if accel:
+        bare_front = servers.bare_front
         best = _pair(
             "3. random 1 MiB via X-Accel-Redirect",
-            [nginx_random, ("nginx+clipd", lambda: _wrk(servers.front, 16, d, lua, clipd_pid))],
+            [
+                nginx_random,
+                ("nginx+clipd", lambda: _wrk(servers.front, 16, d, lua, clipd_pid)),
+                ("nginx+bare", lambda: _wrk(bare_front, 16, d, lua, servers.bare_accel_pid)),
+            ],
         )
         return [
             _row(
@@ -365,7 +400,14 @@ def _compare(servers: _Servers, clipd: str, clipd_pid: int, accel: bool) -> list
                 best["nginx"],
                 False,
                 0.8,
-            )
+            ),
+            _row(
+                "3b. same: nginx + bare aiohttp X-Accel-Redirect handler vs nginx (reference)",
+                best["nginx+bare"],
+                best["nginx"],
+                False,
+                0.0,
+            ),
         ]
     best = _pair(
         "1. random 1 MiB",
