@@ -78,6 +78,8 @@ CONTENT_TYPES = {
     ".gif": "image/gif",
 }
 _FULL_PREFIX = "full/"
+# Index-path attempts when the file changes between the check and the send.
+_ATTEMPTS = 2
 _CACHE_KEY = "record_cache"
 _IDENTITIES_KEY = "identity_batcher"
 _FAST_PATH_OFF = "cached_downloads_off"
@@ -373,15 +375,15 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     state: State = request.app[STATE]
     job_id = job_id_of(request)
     _check_signature(state, request, job_id)
-    sent_from_cache = await _send_cached(state, request, job_id)
-    if sent_from_cache is None:
-        found = await _find(state, job_id)
-        record = await _verified(state, found)
-        decision = _decide(request, record)
-        headers = _clip_headers(record, state.config.web)
-        response = await _respond(state, request, record, found.local, decision, headers)
+    answer = await _send_cached(state, request, job_id)
+    for _ in range(_ATTEMPTS):
+        if answer is not None:
+            break
+        answer = await _send_checked(state, request, job_id)
     else:
-        response, record, decision = sent_from_cache
+        # Changed between our check and FileResponse's stat, twice running.
+        raise IntegrityMismatch(f"the file of job {job_id} is being modified; it is not served")
+    response, record, decision = answer
     state.metrics.downloads.labels(str(response.status)).inc()
     if response.status in {200, 206}:
         sent = _body_bytes(decision, record, request.method)
@@ -435,6 +437,31 @@ async def _send_cached(
     return response, record, decision
 
 
+async def _send_checked(
+    state: State, request: web.Request, job_id: str
+) -> tuple[web.StreamResponse, ClipRecord, Decision] | None:
+    """Answer from the index, after the integrity check; a local clip is sent here, so
+    that a file changed or removed after the check (FileResponse stats it again through
+    :class:`~clipd.clipfile.CheckedPath`) returns None to check it anew, never a reply
+    of aiohttp's own."""
+    found = await _find(state, job_id)
+    record = await _verified(state, found)
+    decision = _decide(request, record)
+    headers = _clip_headers(record, state.config.web)
+    response = await _respond(state, request, record, found.local, decision, headers)
+    if isinstance(response, ClipFileResponse):
+        try:
+            await response.prepare(request)
+        except StaleEntry:
+            record_cache(state).drop(job_id)
+            return None
+    return response, record, decision
+
+
+def _unchanged() -> bool:
+    return True  # the record was read and checked for this download
+
+
 async def _respond(
     state: State,
     request: web.Request,
@@ -471,7 +498,8 @@ async def _respond(
         headers["X-Accel-Redirect"] = prefix + quote(record.relpath)
         return web.Response(status=200, headers=headers)
     downloading: Counter[str] = state.shared("downloading", Counter)
-    return ClipFileResponse(local, headers, request, decision, record.job_id, downloading)
+    path = CheckedPath.of(local, record.identity, _unchanged)
+    return ClipFileResponse(path, headers, request, decision, record.job_id, downloading)
 
 
 def _needs_clipd(request: web.Request) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -9,7 +10,7 @@ import io
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from clipd import jobs
 from clipd.checks import sha256_file
 from clipd.config import load
 from clipd.downloads_log import download_log
@@ -111,6 +113,15 @@ def _metric(state: State, name: str, **labels: str) -> float:
     return value or 0.0
 
 
+async def _settled(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll ``predicate`` on the loop (the server runs between polls) until it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached within the deadline"
+        await asyncio.sleep(0.01)
+
+
 async def _error(response: Any, status: int) -> dict[str, str]:
     assert response.status == status, await response.text()
     assert response.content_type == "application/json"
@@ -137,7 +148,8 @@ async def test_download_sends_the_clip_with_sha256_validators(api: Api) -> None:
     assert h["Content-Length"] == str(record.size_bytes)
     assert h["Last-Modified"] == formatdate(record.mtime_ns // 10**9, usegmt=True)
     assert h["Content-Disposition"].startswith('attachment; filename="My_Clip_job1.mp4"')
-    assert _metric(api.state, "clipd_downloads_total", code="200") == 1
+    # Counted once the body is sent, i.e. as the handler resumes after the client read it.
+    await _settled(lambda: _metric(api.state, "clipd_downloads_total", code="200") == 1)
     assert _metric(api.state, "clipd_download_bytes_total") == record.size_bytes
 
 
@@ -260,6 +272,36 @@ async def test_clip_modified_behind_clipds_back_is_refused_and_quarantined(api: 
     assert await api.row("job1") is None
     assert _metric(api.state, "clipd_integrity_mismatches_total") == 1
     await _error(await api.client.get("/api/v1/jobs/job1/download"), 404)
+
+
+@pytest.mark.parametrize("change", ["removed", "rewritten"])
+async def test_clip_changed_between_check_and_send_is_checked_again(
+    api: Api, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    record = await api.add("job1")
+    path = api.clips_dir / record.relpath
+    checked = jobs._verified
+
+    async def checked_then_changed(state: State, found: Any) -> ClipRecord:
+        result = await checked(state, found)
+        if path.exists() and path.read_bytes()[:4] != b"XXXX":
+            if change == "removed":
+                path.unlink()  # as retention would, right after the check
+            else:
+                path.write_bytes(b"X" * record.size_bytes)  # other bytes, same size
+        return result
+
+    monkeypatch.setattr(jobs, "_verified", checked_then_changed)
+    response = await api.client.get("/api/v1/jobs/job1/download")
+    # Never aiohttp's own empty 404 with the clip's headers: the index path decides again.
+    if change == "removed":
+        body = await _error(response, 404)
+        assert body["detail"] == "the file of job job1 is gone"
+    else:
+        body = await _error(response, 409)
+        assert body["error"] == "integrity_mismatch"
+        assert list(quarantine_dir(api.clips_dir).glob(f"{DAY}/*job1.mp4"))
+    assert "ETag" not in response.headers
 
 
 async def test_touched_clip_with_same_bytes_is_served_and_record_refreshed(api: Api) -> None:
