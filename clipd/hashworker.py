@@ -144,14 +144,19 @@ def examine_many(request: Request) -> list[ClipRecord | Verdict]:
     # Whole-tree passes see <day folder>/<entry> only: the name is all left to parse.
     names = [parse_clip_name(relpath.partition("/")[2], extensions) for relpath in relpaths]
     ahead: dict[int, int] = {}  # position in the batch -> its fd, opened ahead
+    window = [_READAHEAD_FILES]  # 0 once out of file descriptors
 
     def open_ahead(i: int) -> None:
         # Only what examine_file opens anyway; any failure is left for it to meet again.
-        if i >= len(relpaths) or names[i] is None or relpaths[i] in known:
+        if not window[0] or i >= len(relpaths) or names[i] is None or relpaths[i] in known:
             return
         try:
             fd = open_clip(prefix + relpaths[i])
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of fds: no more ahead in this batch, so examine_file gets one back
+                # as each file opened ahead is done with.
+                window[0] = 0
             return
         ahead[i] = fd
         with contextlib.suppress(OSError):  # not a regular file: examine_file says so

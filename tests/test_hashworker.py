@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -194,3 +195,22 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return process.cmdline()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return []
+
+
+def test_a_batch_near_the_fd_limit_is_examined_whole(clips_dir: Path) -> None:
+    relpaths = _tree(clips_dir, 80)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Fill the holes below the highest fd, then leave room for 6 more: a few files opened
+    # ahead fill it, and the window must give way, not the batch.
+    top = max(int(f) for f in _open_fds())
+    fillers = [os.open(os.devnull, os.O_RDONLY)]
+    while fillers[-1] < top:
+        fillers.append(os.open(os.devnull, os.O_RDONLY))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (fillers[-1] + 7, hard))
+    try:
+        results = examine_many(_request(clips_dir, relpaths))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in fillers:
+            os.close(fd)
+    assert sum(isinstance(r, ClipRecord) for r in results) == 80
