@@ -214,12 +214,13 @@ def _row(result: Result, dest: Path, now: float, backed_up: bool) -> ClipRecord:
 
 
 def source_of(url: str, config: Config, connections: int) -> tuple[Any, str, str]:
-    """A boto3 client, bucket and prefix for ``--from s3://BUCKET[/PREFIX]``."""
+    """A botocore S3 client, bucket and prefix for ``--from s3://BUCKET[/PREFIX]``."""
     try:
         bucket, prefix = parse_s3_url(url)
     except ValueError as exc:
         raise ClipdError(f"--from: {exc}") from exc
-    return make_client(config.s3, max_pool_connections=connections), bucket, prefix
+    client = make_client(config.s3, max_pool_connections=connections, transfers=False)
+    return client, bucket, prefix
 
 
 def list_source(client: Any, bucket: str, prefix: str, config: Config) -> MigratePlan:

@@ -55,12 +55,14 @@ def identity_from(size_bytes: int, last_modified_s: float) -> Identity:
     return Identity(size_bytes, mtime_ns, mtime_ns, 0)
 
 
-def make_client(s3: S3Config, max_pool_connections: int = 32) -> Any:
+def make_client(s3: S3Config, max_pool_connections: int = 32, *, transfers: bool = True) -> Any:
     """A boto3 S3 client for ``s3`` (SigV4; path style with a custom endpoint).
 
-    Imports boto3 (slow, so only when S3 is used). Thread-safe once built.
+    Imports boto3 (slow, so only when S3 is used). Thread-safe once built. Without
+    ``transfers`` it is botocore's own client, the same object without the transfer
+    manager's methods (``upload_file`` …) boto3 adds: a caller that only lists, heads
+    and presigns (``clipd migrate``) skips importing boto3 and s3transfer (~70 ms).
     """
-    import boto3
     import botocore.session
     from botocore.config import Config as BotoConfig
 
@@ -78,12 +80,16 @@ def make_client(s3: S3Config, max_pool_connections: int = 32) -> Any:
     core.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=_parse_timestamp
     )
-    return boto3.session.Session(botocore_session=core).client(
-        "s3",
-        endpoint_url=s3.endpoint_url or None,
-        region_name=s3.region or None,
-        config=BotoConfig(**settings),
-    )
+    arguments: dict[str, Any] = {
+        "endpoint_url": s3.endpoint_url or None,
+        "region_name": s3.region or None,
+        "config": BotoConfig(**settings),
+    }
+    if not transfers:
+        return core.create_client("s3", **arguments)
+    import boto3
+
+    return boto3.session.Session(botocore_session=core).client("s3", **arguments)
 
 
 def _parse_timestamp(value: Any) -> datetime:
