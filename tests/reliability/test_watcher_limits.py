@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,8 +47,18 @@ def test_queue_overflow_loses_no_clip(make_daemon, clips_dir: Path) -> None:
     with inotify_limit("max_queued_events", 16):
         daemon = make_daemon(env={"CLIPD_INGEST_RESCAN_INTERVAL_SECONDS": "3"}).start()
     count = 400
-    for i in range(count):
-        write_clip(clips_dir, "2026-11-24", f"Flood_f{i}.mp4", clip_bytes(256, i))
+    # The day folder is watched (its first clip indexed) before the flood ...
+    write_clip(clips_dir, "2026-11-24", "Flood_f0.mp4", clip_bytes(256, 0))
+    wait_for(lambda: len(index_rows(clips_dir)) == 1, timeout=30, what="the first clip")
+    # ... and, stopped while the rest arrive, the daemon reads none of their events: the
+    # queue of 16 overflows whatever the host's load (a busy host once let it keep up).
+    assert daemon.proc is not None
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        for i in range(1, count):
+            write_clip(clips_dir, "2026-11-24", f"Flood_f{i}.mp4", clip_bytes(256, i))
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
     wait_for(lambda: len(index_rows(clips_dir)) == count, timeout=60, what="all clips indexed")
     assert index_rows(clips_dir) == disk_clips(clips_dir)
     assert daemon.metric("clipd_watcher_rescans_total") >= 1
