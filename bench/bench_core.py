@@ -4,7 +4,7 @@
 2. hashing one 1 GiB file vs ``openssl dgst -sha256``                          (≥ 0.9x throughput)
 3. warm restart of the tree vs ``find -printf '%s %T@ %i\\n'``                  (≤ 3x, 0 re-hashed)
 4. start-up to READY=1 on an empty tree                                       (≤ 1.5 s)
-5. ``/api/v1/storage/metrics`` and ``/metrics`` p99 under wrk at N clips       (≤ 5 ms)
+5. ``/api/v1/storage/metrics`` p99 under wrk at N clips (≤ 5 ms); ``/metrics`` reported
 6. RSS at N clips                                                             (≤ 80 MiB)
 
 Both sides of a comparison run in the same cache state: once with the page cache
@@ -184,6 +184,7 @@ def _wrk_rows(daemon: Daemon, count: int, duration_s: int) -> list[Row]:
         p99 = result.latency_ms.get("99%", float("nan"))
         p50 = result.latency_ms.get("50%", float("nan"))
         errors = f"; {result.errors}" if result.errors else ""
+        is_goal = path != "/metrics"
         rows.append(
             Row(
                 f"5. `{path}` at {count} clips: `{result.command.replace(daemon.url, '')}`"
@@ -192,8 +193,10 @@ def _wrk_rows(daemon: Daemon, count: int, duration_s: int) -> list[Row]:
                 f"p99 {p99:.2f} ms",
                 "—",
                 "—",
-                "p99 ≤ 5 ms",
-                p99 <= 5.0 and not result.errors,
+                # The goal is the storage-metrics endpoint's; /metrics is
+                # scraped every 15 s or so, so its latency under wrk is only reported.
+                "p99 ≤ 5 ms" if is_goal else "— (reported)",
+                (p99 <= 5.0 and not result.errors) if is_goal else None,
             )
         )
     return rows
