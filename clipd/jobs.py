@@ -423,9 +423,7 @@ async def _send_cached(
     downloading: Counter[str] = state.shared("downloading", Counter)
     headers = _clip_headers(record, state.config.web)
     response = ClipFileResponse(path, headers, request, decision, job_id, downloading)
-    try:
-        await response.prepare(request)
-    except StaleEntry:
+    if not await _sent(response, request):
         # Touched, replaced or gone, or the index changed: nothing was sent yet.
         cache.drop(job_id)
         return None
@@ -449,13 +447,25 @@ async def _send_checked(
     decision = _decide(request, record)
     headers = _clip_headers(record, state.config.web)
     response = await _respond(state, request, record, found.local, decision, headers)
-    if isinstance(response, ClipFileResponse):
-        try:
-            await response.prepare(request)
-        except StaleEntry:
-            record_cache(state).drop(job_id)
-            return None
+    if isinstance(response, ClipFileResponse) and not await _sent(response, request):
+        record_cache(state).drop(job_id)
+        return None
     return response, record, decision
+
+
+async def _sent(response: ClipFileResponse, request: web.Request) -> bool:
+    """Send ``response`` from the handler; False when the file no longer matches what
+    it was checked against (:class:`~clipd.clipfile.StaleEntry`: nothing was sent)."""
+    try:
+        await response.prepare(request)
+    except StaleEntry:
+        return False
+    except ConnectionError:
+        # The client went away mid-send. Returned as it is, the response meets the same
+        # error again when aiohttp finishes it, and aiohttp closes the connection quietly
+        # there, as for any response it sends itself (raised here, it would be logged).
+        pass
+    return True
 
 
 def _unchanged() -> bool:
