@@ -45,6 +45,7 @@ from clipd.errors import (
 )
 from clipd.index import ClipRecord, Identity, Index
 from clipd.naming import is_job_id
+from clipd.proxy import ObjectChanged, proxy_download
 from clipd.quarantine import quarantine_file
 from clipd.record_cache import RecordCache
 from clipd.removal import remove_clip
@@ -492,6 +493,13 @@ async def _respond(
         if "ETag" in headers:
             response.headers["ETag"] = headers["ETag"]
         return response
+    if local is None and state.config.s3.download_mode == "proxy":
+        try:
+            return await proxy_download(state.backend, request, record, decision, headers)
+        except ObjectChanged as exc:
+            await _refuse(
+                state, record, f"stored object changed: {exc.current} != {record.identity}", False
+            )
     if local is None:
         url = await state.backend.presign(record.relpath, state.config.s3.presign_ttl_seconds)
         if url is None:

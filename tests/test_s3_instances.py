@@ -222,3 +222,67 @@ def test_clipd_verify_refuses_s3_mode_instead_of_reporting_remote_clips_as_missi
 
     assert code == 78
     assert "local tree" in capsys.readouterr().err
+
+
+def test_s3_proxy_mode_streams_the_object_with_local_semantics(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    import hashlib
+    import urllib.request
+
+    bucket = make_bucket("proxy")
+    data = clip_bytes(3 * 1024 * 1024 + 17, 5)  # several reads from the store
+    sha = hashlib.sha256(data).hexdigest()
+    s3_server.client().put_object(
+        Bucket=bucket, Key="2024-05-02/Clip_p1.mp4", Body=data, Metadata={"sha256": sha}
+    )
+    env = _env(s3_server, bucket, CLIPD_S3_DOWNLOAD_MODE="proxy")
+    daemon = make_daemon(env=env).start()
+    url = "/api/v1/jobs/p1/download"
+    status, headers, body = _no_redirect_get(daemon.url + url)
+    assert (status, body) == (200, data)
+    assert headers["ETag"] == f'"{sha}"' and headers["Content-Length"] == str(len(data))
+    assert headers["Content-Disposition"].startswith('attachment; filename="Clip_p1.mp4"')
+    status, headers, body = _no_redirect_get(daemon.url + url, {"Range": "bytes=1048570-1048580"})
+    assert (status, body) == (206, data[1048570:1048581])
+    assert headers["Content-Range"] == f"bytes 1048570-1048580/{len(data)}"
+    status, _, body = _no_redirect_get(daemon.url + url, {"If-None-Match": f'"{sha}"'})
+    assert (status, body) == (304, b"")
+    head = urllib.request.Request(daemon.url + url, method="HEAD")
+    with urllib.request.urlopen(head, timeout=10) as response:
+        assert response.status == 200 and response.read() == b""
+        assert response.headers["Content-Length"] == str(len(data))
+    assert daemon.metric('clipd_downloads_total{code="200"}') >= 1
+
+
+def test_s3_proxy_mode_never_streams_an_object_replaced_behind_clipds_back(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    import hashlib
+
+    bucket = make_bucket("proxyswap")
+    s3 = s3_server.client()
+    data = clip_bytes(5000, 6)
+    s3.put_object(
+        Bucket=bucket,
+        Key="2024-05-03/Clip_s1.mp4",
+        Body=data,
+        Metadata={"sha256": hashlib.sha256(data).hexdigest()},
+    )
+    env = _env(
+        s3_server,
+        bucket,
+        CLIPD_S3_DOWNLOAD_MODE="proxy",
+        CLIPD_S3_RELIST_INTERVAL_SECONDS="3600",  # only the download's own check sees it
+    )
+    daemon = make_daemon(env=env).start()
+    assert _no_redirect_get(f"{daemon.url}/api/v1/jobs/s1/download")[2] == data
+    other = clip_bytes(6000, 7)
+    s3.put_object(Bucket=bucket, Key="2024-05-03/Clip_s1.mp4", Body=other)
+    status, headers, body = _no_redirect_get(f"{daemon.url}/api/v1/jobs/s1/download")
+    assert status == 409 and headers["Content-Type"].startswith("application/json")
+    assert b"integrity_mismatch" in body and other[:100] not in body

@@ -13,7 +13,19 @@ from typing import Protocol
 from clipd.config import Config
 from clipd.index import Identity
 
-__all__ = ["Backend", "make_backend"]
+__all__ = ["Backend", "RemoteBody", "make_backend"]
+
+
+class RemoteBody(Protocol):
+    """An open stream of a stored object's bytes; ``read`` and ``close`` block."""
+
+    identity: Identity
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; b"" at the end."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Backend(Protocol):
@@ -36,6 +48,12 @@ class Backend(Protocol):
 
     async def presign(self, relpath: str, ttl_s: int) -> str | None:
         """A time-limited URL for the bytes, or None when the backend has none."""
+        ...
+
+    async def open_range(self, relpath: str, first: int, last: int) -> RemoteBody | None:
+        """Bytes ``first``..``last`` (inclusive) of a remote clip, with the identity of the
+        object they come from; None when it is gone. A local backend has no remote
+        bytes (its files are sent by path) and raises NotImplementedError."""
         ...
 
     async def put(self, source: Path, relpath: str, sha256: str) -> Identity:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipd.checks import identity_of
 from clipd.index import Identity
+
+if TYPE_CHECKING:
+    from clipd.storage import RemoteBody
 
 __all__ = ["LocalBackend", "fsync_dir"]
 
@@ -47,6 +51,9 @@ class LocalBackend:
 
     async def presign(self, relpath: str, ttl_s: int) -> str | None:
         return None
+
+    async def open_range(self, relpath: str, first: int, last: int) -> RemoteBody | None:
+        raise NotImplementedError("local clips are sent by path (local_path)")
 
     async def put(self, source: Path, relpath: str, sha256: str) -> Identity:
         return await asyncio.to_thread(self._put_blocking, source, self._path(relpath))

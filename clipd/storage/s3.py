@@ -226,6 +226,21 @@ class Presigner:
         return str(request.url)
 
 
+class _ObjectBody:
+    """A GetObject's streaming body (:class:`clipd.storage.RemoteBody`)."""
+
+    def __init__(self, identity: Identity, body: Any) -> None:
+        self.identity = identity
+        self._body = body
+
+    def read(self, size: int) -> bytes:
+        data: bytes = self._body.read(size)
+        return data
+
+    def close(self) -> None:
+        self._body.close()
+
+
 def _is_missing(exc: Exception) -> bool:
     response = getattr(exc, "response", None) or {}
     code = str(response.get("Error", {}).get("Code", ""))
@@ -298,6 +313,28 @@ class S3Backend:
             ExpiresIn=ttl_s,
         )
         return url
+
+    async def open_range(self, relpath: str, first: int, last: int) -> _ObjectBody | None:
+        return await asyncio.to_thread(self.open_range_blocking, relpath, first, last)
+
+    def open_range_blocking(self, relpath: str, first: int, last: int) -> _ObjectBody | None:
+        """GetObject of bytes ``first``..``last`` (a ranged GET, so the answer names the
+        object's whole size); None when missing; StorageError otherwise."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.key_of(relpath)
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={first}-{last}")
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise StorageError(f"s3://{self.bucket}/{key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"s3://{self.bucket}/{key}: {exc}") from exc
+        whole = str(got.get("ContentRange", "")).rpartition("/")[2]
+        size = int(whole) if whole.isdigit() else int(got["ContentLength"])
+        identity = identity_from(size, got["LastModified"].timestamp())
+        return _ObjectBody(identity, got["Body"])
 
     async def put(self, source: Path, relpath: str, sha256: str) -> Identity:
         identity = await asyncio.to_thread(self._put_blocking, source, relpath, sha256)
