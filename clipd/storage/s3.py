@@ -285,19 +285,24 @@ class S3Backend:
 
     def head_blocking(self, relpath: str) -> dict[str, Any] | None:
         """HeadObject of ``relpath`` or None when missing; StorageError otherwise."""
+        return self._call_on_object(self.client.head_object, relpath)
+
+    def _call_on_object(
+        self, call: Callable[..., dict[str, Any]], relpath: str, **params: Any
+    ) -> dict[str, Any] | None:
+        """``call`` (a client method) on ``relpath``'s key: its answer, None when the
+        object is missing, StorageError for any other failure. Blocks."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        key = self.key_of(relpath)
         try:
-            head: dict[str, Any] = self.client.head_object(
-                Bucket=self.bucket, Key=self.key_of(relpath)
-            )
+            return call(Bucket=self.bucket, Key=key, **params)
         except ClientError as exc:
             if _is_missing(exc):
                 return None
-            raise StorageError(f"s3://{self.bucket}/{self.key_of(relpath)}: {exc}") from exc
+            raise StorageError(f"s3://{self.bucket}/{key}: {exc}") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"s3://{self.bucket}/{self.key_of(relpath)}: {exc}") from exc
-        return head
+            raise StorageError(f"s3://{self.bucket}/{key}: {exc}") from exc
 
     def local_path(self, relpath: str) -> Path | None:
         return None
@@ -320,17 +325,9 @@ class S3Backend:
     def open_range_blocking(self, relpath: str, first: int, last: int) -> _ObjectBody | None:
         """GetObject of bytes ``first``..``last`` (a ranged GET, so the answer names the
         object's whole size); None when missing; StorageError otherwise."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        key = self.key_of(relpath)
-        try:
-            got = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={first}-{last}")
-        except ClientError as exc:
-            if _is_missing(exc):
-                return None
-            raise StorageError(f"s3://{self.bucket}/{key}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"s3://{self.bucket}/{key}: {exc}") from exc
+        got = self._call_on_object(self.client.get_object, relpath, Range=f"bytes={first}-{last}")
+        if got is None:
+            return None
         whole = str(got.get("ContentRange", "")).rpartition("/")[2]
         size = int(whole) if whole.isdigit() else int(got["ContentLength"])
         identity = identity_from(size, got["LastModified"].timestamp())
