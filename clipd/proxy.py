@@ -54,10 +54,11 @@ async def proxy_download(
     body = await backend.open_range(record.relpath, first, last)
     if body is None:
         raise NotFound(f"the object of job {record.job_id} is gone")
+    if body.identity != record.identity:
+        await asyncio.to_thread(body.close)
+        raise ObjectChanged(body.identity)
     sent = 0
     try:
-        if body.identity != record.identity:
-            raise ObjectChanged(body.identity)
         await response.prepare(request)
         while chunk := await asyncio.to_thread(body.read, CHUNK_BYTES):
             await response.write(chunk)
@@ -65,8 +66,6 @@ async def proxy_download(
         await response.write_eof()
     except ConnectionError:
         pass  # the client left; aiohttp closes the connection quietly when it finishes
-    except (ObjectChanged, asyncio.CancelledError):
-        raise
     except Exception as exc:  # the store broke off mid-body: the client sees it short
         logger.warning(
             "job %s: the store ended the body after %d of %d bytes: %s",
