@@ -107,6 +107,9 @@ def _parse_range(value: str, size: int) -> Decision:
     return Decision(Outcome.PARTIAL, start, min(int(last) if last else size - 1, size - 1))
 
 
+_FULL = Decision(Outcome.FULL)  # the common answer; a frozen value, shared
+
+
 def decide(
     method: str, headers: Mapping[str, str], etag: str, mtime_ns: int, size_bytes: int
 ) -> Decision:
@@ -137,7 +140,7 @@ def decide(
         return Decision(Outcome.NOT_MODIFIED, reason="not modified since If-Modified-Since")
     range_header = headers.get("Range")
     if range_header is None:
-        return Decision(Outcome.FULL)
+        return _FULL
     if method != "GET":
         # RFC 9110 §14.2: range handling is defined for GET only.
         return Decision(Outcome.FULL, range_ignored=True, reason="Range is for GET only")

@@ -174,6 +174,11 @@ def _clip_headers_cached(record: ClipRecord, cache_control: str) -> dict[str, st
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _quoted(relpath: str) -> str:
+    return quote(relpath)
+
+
 def _validators(record: ClipRecord) -> dict[str, str]:
     """ETag and Repr-Digest from the SHA-256; none without one (an S3 object stored
     without ``x-amz-meta-sha256``), as an empty digest would make both invalid."""
@@ -385,7 +390,7 @@ async def download_job(request: web.Request) -> web.StreamResponse:
         # Changed between our check and FileResponse's stat, twice running.
         raise IntegrityMismatch(f"the file of job {job_id} is being modified; it is not served")
     response, record, decision = answer
-    state.metrics.downloads.labels(str(response.status)).inc()
+    state.metrics.downloads_answered(response.status).inc()
     if response.status in {200, 206}:
         sent = _body_bytes(decision, record, request.method)
         state.metrics.download_bytes.inc(sent)
@@ -513,7 +518,7 @@ async def _respond(
         # nginx must not honour a Range clipd decided to ignore (stale If-Range):
         # the "full/" location has max_ranges 0.
         prefix = accel + (_FULL_PREFIX if decision.range_ignored else "")
-        headers["X-Accel-Redirect"] = prefix + quote(record.relpath)
+        headers["X-Accel-Redirect"] = prefix + _quoted(record.relpath)
         return web.Response(status=200, headers=headers)
     downloading: Counter[str] = state.shared("downloading", Counter)
     path = CheckedPath.of(local, record.identity, _unchanged)

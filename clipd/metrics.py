@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -27,6 +27,7 @@ class Metrics:
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
+    _download_codes: dict[int, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -72,6 +73,14 @@ class Metrics:
         )
         info = Gauge("clipd_build_info", "clipd version.", ("version",), registry=r)
         info.labels(__version__).set(1)
+
+    def downloads_answered(self, status: int) -> Any:
+        """``downloads``' child for ``status``: ``labels()`` takes a lock and builds a
+        key on every call, a measurable part of a download; each code is looked up once."""
+        child = self._download_codes.get(status)
+        if child is None:
+            child = self._download_codes[status] = self.downloads.labels(str(status))
+        return child
 
 
 class TreeGauges(NamedTuple):
