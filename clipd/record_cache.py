@@ -6,7 +6,7 @@ worker thread, and the sqlite3 module releases and re-takes the GIL several time
 statement, each time waiting for the busy event loop to hand it back. A cached entry
 replaces that read; it never replaces the integrity check.
 
-When an entry is used (all of this is checked by :func:`clipd.jobs._find`):
+When an entry is used (all of this is checked by :func:`clipd.download._find`):
 
 - the file's ``lstat`` identity (inode, size, mtime_ns, ctime_ns), taken in a worker
   thread for this download, must equal the identity in the record, exactly as it must

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from clipd import jobs
+from clipd import download
 from clipd.checks import sha256_file
 from clipd.config import load
 from clipd.downloads_log import download_log
@@ -280,7 +280,7 @@ async def test_clip_changed_between_check_and_send_is_checked_again(
 ) -> None:
     record = await api.add("job1")
     path = api.clips_dir / record.relpath
-    checked = jobs._verified
+    checked = download._verified
 
     async def checked_then_changed(state: State, found: Any) -> ClipRecord:
         result = await checked(state, found)
@@ -291,7 +291,7 @@ async def test_clip_changed_between_check_and_send_is_checked_again(
                 path.write_bytes(b"X" * record.size_bytes)  # other bytes, same size
         return result
 
-    monkeypatch.setattr(jobs, "_verified", checked_then_changed)
+    monkeypatch.setattr(download, "_verified", checked_then_changed)
     response = await api.client.get("/api/v1/jobs/job1/download")
     # Never aiohttp's own empty 404 with the clip's headers: the index path decides again.
     if change == "removed":
