@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from clipd.naming import ClipName
+from clipd.schema import connect, migrate
 
 if TYPE_CHECKING:
     import asyncio
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 INDEX_DIRNAME = ".clipd"
-_SCHEMA_VERSION = 2
 _T = TypeVar("_T")
 
 
@@ -137,80 +137,6 @@ _COLUMNS = [f.name for f in fields(ClipRecord)]
 # A flat row tuple; dataclasses.astuple deep-copies every field (most of an upsert's cost).
 _as_row = attrgetter(*_COLUMNS)
 
-_MIGRATIONS: list[str] = [
-    # version 1
-    """
-    CREATE TABLE clips(
-        job_id TEXT PRIMARY KEY,
-        relpath TEXT NOT NULL UNIQUE,
-        day TEXT NOT NULL,
-        title TEXT NOT NULL,
-        ext TEXT NOT NULL,
-        size_bytes INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        ctime_ns INTEGER NOT NULL,
-        inode INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        ingested_at REAL NOT NULL,
-        verified_at REAL NOT NULL,
-        display_title TEXT NOT NULL DEFAULT '',
-        state TEXT NOT NULL DEFAULT 'ok',
-        backed_up INTEGER NOT NULL DEFAULT 0
-    ) WITHOUT ROWID;
-    CREATE INDEX clips_by_mtime ON clips(mtime_ns);
-    CREATE INDEX clips_by_verified ON clips(verified_at);
-    CREATE INDEX clips_not_backed_up ON clips(ingested_at) WHERE backed_up = 0;
-    CREATE TABLE totals(id INTEGER PRIMARY KEY CHECK (id = 1), files INTEGER NOT NULL,
-                        bytes INTEGER NOT NULL);
-    INSERT INTO totals VALUES (1, 0, 0);
-    CREATE TABLE day_totals(day TEXT PRIMARY KEY, files INTEGER NOT NULL, bytes INTEGER NOT NULL);
-    -- bytes added per UTC day of ingest, for the growth trend; never decremented
-    CREATE TABLE added_daily(day TEXT PRIMARY KEY, files INTEGER NOT NULL,
-                             bytes INTEGER NOT NULL);
-    CREATE TABLE downloads_daily(day TEXT NOT NULL, job_id TEXT NOT NULL,
-                                 count INTEGER NOT NULL, bytes INTEGER NOT NULL,
-                                 PRIMARY KEY (day, job_id)) WITHOUT ROWID;
-    CREATE TRIGGER clips_ai AFTER INSERT ON clips BEGIN
-        UPDATE totals SET files = files + 1, bytes = bytes + NEW.size_bytes;
-        INSERT INTO day_totals VALUES (NEW.day, 1, NEW.size_bytes)
-            ON CONFLICT(day) DO UPDATE SET files = files + 1, bytes = bytes + NEW.size_bytes;
-        INSERT INTO added_daily VALUES (date(NEW.ingested_at, 'unixepoch'), 1, NEW.size_bytes)
-            ON CONFLICT(day) DO UPDATE SET files = files + 1, bytes = bytes + NEW.size_bytes;
-    END;
-    CREATE TRIGGER clips_ad AFTER DELETE ON clips BEGIN
-        UPDATE totals SET files = files - 1, bytes = bytes - OLD.size_bytes;
-        UPDATE day_totals SET files = files - 1, bytes = bytes - OLD.size_bytes
-            WHERE day = OLD.day;
-        DELETE FROM day_totals WHERE day = OLD.day AND files <= 0;
-    END;
-    CREATE TRIGGER clips_au AFTER UPDATE OF size_bytes, day ON clips BEGIN
-        UPDATE totals SET bytes = bytes - OLD.size_bytes + NEW.size_bytes;
-        UPDATE day_totals SET files = files - 1, bytes = bytes - OLD.size_bytes
-            WHERE day = OLD.day;
-        DELETE FROM day_totals WHERE day = OLD.day AND files <= 0;
-        INSERT INTO day_totals VALUES (NEW.day, 1, NEW.size_bytes)
-            ON CONFLICT(day) DO UPDATE SET files = files + 1, bytes = bytes + NEW.size_bytes;
-    END;
-    """,
-    # version 2: the write methods keep the aggregates, one statement per touched day
-    # and batch instead of three trigger statements per row (half a cold index's writes)
-    """
-    DROP TRIGGER clips_ai;
-    DROP TRIGGER clips_ad;
-    DROP TRIGGER clips_au;
-    """,
-]
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    # NORMAL in WAL mode stays consistent after a crash; a power cut may lose the last
-    # transactions, which the start-up reconcile then redoes from the tree.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return conn
-
 
 def _row_to_record(row: tuple[Any, ...]) -> ClipRecord:
     # Positional (the SELECT lists the fields in order): keywords cost half as much again.
@@ -285,31 +211,15 @@ class Index:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = _connect(path)
+        self._conn = connect(path)
         # Rows changed by writes that leave every indexed clip as a download sees it
         # (new clips, download counters, verification and backup marks): AsyncIndex
         # keeps its generation, and so the download cache, for them.
         self.benign_changes = 0
-        self._migrate()
+        migrate(self._conn, path)
 
     def close(self) -> None:
         self._conn.close()
-
-    def _migrate(self) -> None:
-        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
-        if version > _SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path}: schema version {version} is newer than this clipd "
-                f"({_SCHEMA_VERSION}); upgrade clipd"
-            )
-        for number in range(version, _SCHEMA_VERSION):
-            with self._transaction() as conn:
-                # Another process may have migrated between our read and our lock.
-                if conn.execute("PRAGMA user_version").fetchone()[0] > number:
-                    continue
-                for statement in _split_sql(_MIGRATIONS[number]):
-                    self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version = {number + 1}")
 
     class _Tx:
         def __init__(self, conn: sqlite3.Connection) -> None:
@@ -549,21 +459,6 @@ class Index:
                 yield conn
         finally:
             self.benign_changes += self._conn.total_changes - before
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements, keeping trigger bodies whole."""
-    statements: list[str] = []
-    current = ""
-    for line in script.splitlines(keepends=True):
-        stripped = line.strip()
-        if stripped.startswith("--") or not stripped:
-            continue
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return statements
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:
