@@ -19,10 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from clipd.cleanup import Applied, apply_blocking, gather_blocking, summary_line, usage_of
+from clipd.cleanup import gather_blocking, summary_line, usage_of
 from clipd.cli import config_from_args
 from clipd.config import Config
 from clipd.errors import ClipdError, ConfigError
+from clipd.eviction import Applied, apply_blocking
 from clipd.index import ClipRecord, Index, index_path
 from clipd.logs import setup_logging
 from clipd.retention import GB, Plan, Policy, plan
