@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 FLUSH_EVERY_S = 5.0
 _EXTRAS_KEY = "download_log"
 _DAY_S = 86400
+# A flush's write in the writer thread and the rows it carries.
+_Write = tuple["asyncio.Future[None]", list[tuple[str, str, int, int]]]
 
 
 class DownloadLog:
@@ -37,6 +39,7 @@ class DownloadLog:
         self._clock = clock
         self._pending: dict[tuple[str, str], list[int]] = {}
         self._day: tuple[int, str] = (-1, "")  # (days since the epoch, its UTC day)
+        self._writing: _Write | None = None  # the last flush's write, until it ends
 
     def _today(self) -> str:
         # Formatting a date per download is measurable; the day changes once a day.
@@ -65,16 +68,35 @@ class DownloadLog:
             entry[1] += size
 
     async def flush(self, index: AsyncIndex) -> int:
-        """Write pending rows in one transaction; returns how many rows were written."""
+        """Write pending rows in one transaction; returns how many rows were written.
+
+        Raises what the write raised (the rows stay pending). Cancelled, it still lets
+        a write the writer thread has begun finish: only that write's outcome says
+        whether its rows were counted, so they are neither lost nor counted twice.
+        """
+        earlier = self._writing
+        if earlier is not None:
+            # A cancelled flush's write may still be running: rows it fails to write
+            # come back only when it ends, and must go into this batch.
+            await asyncio.wait([earlier[0]])
+            self._settle(earlier)
         rows = self.take()
         if not rows:
             return 0
-        try:
-            await index.write(lambda ix: ix.add_downloads(rows))
-        except BaseException:
-            self.put_back(rows)
-            raise
+        writing = (asyncio.ensure_future(index.write(lambda ix: ix.add_downloads(rows))), rows)
+        self._writing = writing
+        writing[0].add_done_callback(lambda _: self._settle(writing))
+        await asyncio.shield(writing[0])
         return len(rows)
+
+    def _settle(self, writing: _Write) -> None:
+        """Once, when a flush's write has ended: put its rows back unless it committed."""
+        if self._writing is not writing:
+            return
+        self._writing = None
+        done, rows = writing
+        if done.cancelled() or done.exception() is not None:
+            self.put_back(rows)
 
 
 def download_log(state: State) -> DownloadLog:

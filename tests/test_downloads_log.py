@@ -225,8 +225,7 @@ async def test_flusher_flushes_every_period_while_running(
             assert asyncio.get_running_loop().time() < deadline, "no periodic flush"
             await asyncio.sleep(0.01)
         # The row is committed but the flush may not have got its result yet; a write
-        # queued behind it on the single writer returns after it has (cancelling
-        # before would double-count: see the xfail test below).
+        # queued behind it on the single writer returns after it has.
         await index.write(lambda ix: None)
     finally:
         task.cancel()
@@ -235,12 +234,6 @@ async def test_flusher_flushes_every_period_while_running(
     assert [(job, n) for _, job, n, _ in await _rows(index)] == [("a", 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a flush cancelled while its write is running puts the rows back although"
-    " the writer thread commits them, so the next flush (the flusher's final one at stop)"
-    " counts them twice",
-)
 async def test_flush_cancelled_during_its_write_counts_each_download_once(
     index: AsyncIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
