@@ -192,3 +192,13 @@ def test_listen_socket_takes_fd_3_non_blocking_and_not_inherited() -> None:
             "blocking": False,
             "inheritable": False,
         }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: WATCHDOG_USEC and LISTEN_FDS are checked with str.isdigit(), which accepts"
+    " digits int() refuses (e.g. '²'), so junk raises ValueError instead of meaning 'none'",
+)
+def test_non_ascii_digits_mean_no_watchdog_and_no_sockets() -> None:
+    assert watchdog_interval_s({"WATCHDOG_USEC": "²"}) is None
+    assert listen_socket({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "²"}) is None
