@@ -18,7 +18,7 @@ from clipd import __version__
 from clipd import config as config_mod
 from clipd.config import Config, redacted
 from clipd.errors import ClipdError, ConfigError
-from clipd.logs import setup_logging
+from clipd.logs import journal_reads_stderr, setup_logging, with_priority
 
 __all__ = ["config_from_args", "ensure_clips_dir", "main", "read_config"]
 
@@ -135,6 +135,14 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+def _print_fatal(message: str, environ: Mapping[str, str]) -> None:
+    # Printed, not logged: logging may not be set up yet. Under systemd the line still
+    # needs its priority, or journald files the reason for the exit at info.
+    if journal_reads_stderr(environ):
+        message = with_priority(message, logging.ERROR)
+    print(message, file=sys.stderr)
+
+
 Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
 
 
@@ -149,10 +157,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         return handler(args, environ)
     except ConfigError as exc:
-        print(f"clipd: config error: {exc.detail}", file=sys.stderr)
+        _print_fatal(f"clipd: config error: {exc.detail}", environ)
         return exc.exit_code
     except ClipdError as exc:
-        print(f"clipd: {exc.detail}", file=sys.stderr)
+        _print_fatal(f"clipd: {exc.detail}", environ)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

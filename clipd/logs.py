@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-__all__ = ["setup_logging"]
+__all__ = ["journal_reads_stderr", "setup_logging", "with_priority"]
 
 # syslog priorities for the "<N>" prefix that journald reads (sd-daemon(3)).
 _PRIORITY = {
@@ -19,12 +19,21 @@ _PRIORITY = {
 }
 
 
+def journal_reads_stderr(environ: Mapping[str, str]) -> bool:
+    """Whether stderr goes to journald (systemd sets ``JOURNAL_STREAM`` for the unit)."""
+    return bool(environ.get("JOURNAL_STREAM"))
+
+
+def with_priority(text: str, levelno: int) -> str:
+    """``text`` with the ``<N>`` syslog priority of ``levelno`` on every line; pure."""
+    priority = _PRIORITY.get(levelno, 5 if levelno > logging.INFO else 7)
+    # journald reads the prefix per line: repeat it on continuation lines.
+    return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
 class _JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        priority = _PRIORITY.get(record.levelno, 5 if record.levelno > logging.INFO else 7)
-        text = super().format(record)
-        # journald reads the prefix per line: repeat it on continuation lines.
-        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+        return with_priority(super().format(record), record.levelno)
 
 
 class _DropClientErrors(logging.Filter):
@@ -39,7 +48,7 @@ class _DropClientErrors(logging.Filter):
 def setup_logging(level: str, environ: Mapping[str, str] = os.environ) -> None:
     """Log to stderr; without timestamps but with ``<N>`` when journald reads stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    if environ.get("JOURNAL_STREAM"):
+    if journal_reads_stderr(environ):
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
