@@ -36,13 +36,15 @@ def read_config(
     path: str | None, overrides: Mapping[str, tuple[str, Any]], environ: Mapping[str, str]
 ) -> Config:
     """Read the config file (``--config``, ``CLIPD_CONFIG`` or none) and merge it."""
-    path = path or environ.get("CLIPD_CONFIG") or None
+    setting = "--config"
+    if not path:
+        setting, path = "CLIPD_CONFIG", environ.get("CLIPD_CONFIG") or None
     text = None
     if path is not None:
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            raise ConfigError(f"--config={path!r}: cannot read it ({exc.strerror})") from exc
+            raise ConfigError(f"{setting}={path!r}: cannot read it ({exc.strerror})") from exc
     return config_mod.load(overrides, environ, text, source=path or "<defaults>")
 
 

@@ -30,3 +30,12 @@ def test_fatal_config_error_off_the_journal_has_no_priority_prefix(tmp_path: Pat
     result = clipd({"CLIPS_DIR": str(tmp_path), "CLIPD_RETENTION_MAX_AGE_HOURS": "-3"}, "run")
     assert result.returncode == 78
     assert result.stderr.startswith("clipd: config error: CLIPD_RETENTION_MAX_AGE_HOURS='-3'")
+
+
+def test_unreadable_config_file_names_the_setting_that_gave_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.toml")
+    from_env = clipd({"CLIPD_CONFIG": missing}, "check-config")
+    from_flag = clipd({}, "check-config", "--config", missing)
+    assert (from_env.returncode, from_flag.returncode) == (78, 78)
+    assert f"config error: CLIPD_CONFIG={missing!r}: cannot read it" in from_env.stderr
+    assert f"config error: --config={missing!r}: cannot read it" in from_flag.stderr
