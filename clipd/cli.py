@@ -1,6 +1,8 @@
 """Command line: ``clipd run`` and the operator commands, one sub-command each.
 
 Exit codes: 0 success, 1 a failure the command reports, 2 bad usage, 78 bad config.
+``monitor`` follows the monitoring plugins instead: 0 OK, 1 WARNING, 2 CRITICAL and 3
+UNKNOWN, for bad usage too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ _COMMAND_MODULES: tuple[str, ...] = ("clipd.migrate_cli", "clipd.signing", "clip
 # imported at all: `clipd run` starts faster, and each command imports only what it
 # uses (the daemon, and with it aiohttp, only for `run`).
 _CORE_COMMANDS = frozenset({"run", "check-config"})
+_BAD_USAGE = 2  # what argparse exits with
+# For a monitoring plugin 2 means CRITICAL: its bad usage is UNKNOWN, like a bad config.
+_BAD_USAGE_EXIT = {"monitor": 3}
 
 
 def read_config(
@@ -154,7 +159,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     argv = sys.argv[1:] if argv is None else argv
     # Top-level options come before the command (only -h and --version exist).
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(core_only=command in _CORE_COMMANDS).parse_args(argv)
+    try:
+        args = build_parser(core_only=command in _CORE_COMMANDS).parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == _BAD_USAGE and command in _BAD_USAGE_EXIT:
+            return _BAD_USAGE_EXIT[command]
+        raise
     handler: Handler = args.handler
     try:
         return handler(args, environ)

@@ -135,3 +135,17 @@ def test_verify_lists_missing_changed_and_unindexed(clips_dir: Path) -> None:
     assert [c["relpath"] for c in out["changed"]] == ["2026-01-01/Clip_b.mp4"]
     assert out["unindexed"] == ["2026-01-01/Clip_new.mp4"]
     assert "verify: 3/3 clips" in result.stderr  # plain progress lines off a terminal
+
+
+def test_monitor_bad_usage_is_unknown_not_critical(clips_dir: Path) -> None:
+    # For a monitoring plugin exit 2 means CRITICAL: argparse's usage exit must not page.
+    bad_value = clipd(clips_dir, "monitor", "--warning", "abc")
+    unknown_flag = clipd(clips_dir, "monitor", "--bogus")
+    assert (bad_value.returncode, unknown_flag.returncode) == (3, 3)
+    assert "--warning: invalid float value: 'abc'" in bad_value.stderr
+    assert "unrecognized arguments: --bogus" in unknown_flag.stderr
+
+
+def test_other_commands_keep_exit_2_for_bad_usage(clips_dir: Path) -> None:
+    assert clipd(clips_dir, "report", "--since", "abc").returncode == 2
+    assert clipd(clips_dir, "cleanup", "--bogus").returncode == 2
