@@ -38,6 +38,9 @@ _MB = 10**6
 _OK, _WARNING, _CRITICAL, _UNKNOWN = 0, 1, 2, 3
 _STATUS = {_OK: "OK", _WARNING: "WARNING", _CRITICAL: "CRITICAL", _UNKNOWN: "UNKNOWN"}
 _VERIFY_WORKERS = 4
+_SINCE_DAYS = 7
+_WARNING_PERCENT = 80.0
+_CRITICAL_PERCENT = 90.0
 
 
 def add_commands(
@@ -47,7 +50,20 @@ def add_commands(
     """Register the operator commands on the ``clipd`` parser."""
     cleanup = sub.add_parser("cleanup", help="apply the retention policy once (or --dry-run)")
     add_common(cleanup)
-    cleanup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    mode = cleanup.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    # The legacy cleanup_old_files.py flags: the cron lines of existing installs keep working.
+    mode.add_argument(
+        "--report",
+        action="store_true",
+        help="legacy alias of 'clipd report': print the storage report, delete nothing",
+    )
+    mode.add_argument(
+        "--monitor",
+        action="store_true",
+        help="legacy alias of 'clipd monitor' (default thresholds): one status line, "
+        "delete nothing",
+    )
     cleanup.add_argument("--max-age", metavar="HOURS", help="retention.max_age_hours")
     cleanup.add_argument(
         "--size-threshold",
@@ -55,7 +71,13 @@ def add_commands(
         help="retention.max_size_gb: evict oldest first above this many decimal GB (10^9 bytes)",
     )
     cleanup.add_argument("--json", action="store_true", help="machine-readable output")
-    cleanup.set_defaults(handler=_cmd_cleanup)
+    # What the report and monitor handlers read, for the legacy aliases.
+    cleanup.set_defaults(
+        handler=_cmd_cleanup,
+        since=_SINCE_DAYS,
+        warning=_WARNING_PERCENT,
+        critical=_CRITICAL_PERCENT,
+    )
 
     report = sub.add_parser("report", help="files, sizes, ages, downloads and growth")
     add_common(report)
@@ -64,8 +86,8 @@ def add_commands(
         "--since",
         metavar="DAYS",
         type=int,
-        default=7,
-        help="download statistics over the last DAYS days (default 7)",
+        default=_SINCE_DAYS,
+        help=f"download statistics over the last DAYS days (default {_SINCE_DAYS})",
     )
     report.set_defaults(handler=_cmd_report)
 
@@ -77,15 +99,15 @@ def add_commands(
         "--warning",
         metavar="PERCENT",
         type=float,
-        default=80.0,
-        help="disk use that is a WARNING (default 80)",
+        default=_WARNING_PERCENT,
+        help=f"disk use that is a WARNING (default {_WARNING_PERCENT:g})",
     )
     monitor.add_argument(
         "--critical",
         metavar="PERCENT",
         type=float,
-        default=90.0,
-        help="disk use that is CRITICAL (default 90)",
+        default=_CRITICAL_PERCENT,
+        help=f"disk use that is CRITICAL (default {_CRITICAL_PERCENT:g})",
     )
     monitor.set_defaults(handler=_cmd_monitor)
 
@@ -119,6 +141,10 @@ def _gb(size: int) -> str:
 
 
 def _cmd_cleanup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.report:
+        return _cmd_report(args, environ)
+    if args.monitor:
+        return _cmd_monitor(args, environ)
     config = config_from_args(
         args,
         environ,

@@ -149,3 +149,38 @@ def test_monitor_bad_usage_is_unknown_not_critical(clips_dir: Path) -> None:
 def test_other_commands_keep_exit_2_for_bad_usage(clips_dir: Path) -> None:
     assert clipd(clips_dir, "report", "--since", "abc").returncode == 2
     assert clipd(clips_dir, "cleanup", "--bogus").returncode == 2
+
+
+def test_cleanup_report_is_the_legacy_alias_of_report_and_deletes_nothing(
+    clips_dir: Path,
+) -> None:
+    make_tree(clips_dir, {"old": ("2026-01-01", 30), "new": ("2026-01-02", 1)})
+    before = (tree_listing(clips_dir), index_rows(clips_dir))
+    legacy = clipd(clips_dir, "cleanup", "--report")
+    assert legacy.returncode == 0, legacy.stderr
+    assert legacy.stdout.startswith("=== STORAGE REPORT ===\n")
+    assert "Files: 2\n" in legacy.stdout and "Cleanup completed" not in legacy.stdout
+    assert (tree_listing(clips_dir), index_rows(clips_dir)) == before
+    as_json = json.loads(clipd(clips_dir, "cleanup", "--report", "--json").stdout)
+    assert as_json["files"] == 2 and as_json["total_bytes"] == 2000
+
+
+def test_cleanup_monitor_is_the_legacy_alias_of_monitor_and_deletes_nothing(
+    clips_dir: Path,
+) -> None:
+    make_tree(clips_dir, {"old": ("2026-01-01", 30), "new": ("2026-01-02", 1)})
+    before = (tree_listing(clips_dir), index_rows(clips_dir))
+    legacy = clipd(clips_dir, "cleanup", "--monitor")
+    current = clipd(clips_dir, "monitor")
+    assert legacy.returncode == current.returncode
+    assert legacy.stdout.startswith("CLIPD ") and "2 clips" in legacy.stdout
+    assert legacy.stdout.count("\n") == 1
+    assert (tree_listing(clips_dir), index_rows(clips_dir)) == before
+
+
+def test_cleanup_legacy_modes_are_exclusive_and_documented(clips_dir: Path) -> None:
+    assert clipd(clips_dir, "cleanup", "--report", "--monitor").returncode == 2
+    assert clipd(clips_dir, "cleanup", "--dry-run", "--report").returncode == 2
+    helptext = " ".join(clipd(clips_dir, "cleanup", "--help").stdout.split())
+    assert "--report legacy alias of 'clipd report'" in helptext
+    assert "--monitor legacy alias of 'clipd monitor'" in helptext
