@@ -6,8 +6,10 @@ Everything here blocks on the disk; callers run it in a worker thread.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
+import signal
 import stat
 import threading
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ __all__ = [
     "examine_file",
     "identity_of",
     "open_clip",
+    "open_for_writing",
     "sha256_file",
     "signature_ok",
 ]
@@ -71,6 +74,9 @@ class Examined:
     reason: str
     identity: Identity | None
     sha256: str = ""
+    # Whether another process had the file open for writing (asked for only; None: not
+    # asked, or the kernel could not tell).
+    writing: bool | None = None
 
 
 def identity_of(st: os.stat_result) -> Identity:
@@ -83,8 +89,33 @@ def open_clip(path: str | os.PathLike[str]) -> int:
     return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
 
 
+def open_for_writing(fd: int) -> bool | None:
+    """Whether any process has the file on ``fd`` (opened read-only) open for writing;
+    None when the kernel cannot tell (not the file's owner and no CAP_LEASE, a
+    filesystem without leases). Does not block.
+
+    The kernel grants a read lease only on a file nobody has open for writing (EAGAIN
+    otherwise); the lease is dropped at once.
+    """
+    try:
+        # A writer opening the file while the lease is held makes the kernel signal this
+        # process, SIGIO by default, which kills it; SIGURG is ignored unless handled.
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return False
+
+
 def examine_file(
-    path: str | os.PathLike[str], ext: str, min_bytes: int, max_bytes: int, fd: int = -1
+    path: str | os.PathLike[str],
+    ext: str,
+    min_bytes: int,
+    max_bytes: int,
+    fd: int = -1,
+    *,
+    writers: bool = False,
 ) -> Examined:
     """Validate and hash ``path`` in one read; blocks on the disk.
 
@@ -92,7 +123,8 @@ def examine_file(
     its container signature, then hashes it. Raises FileNotFoundError if it is gone and
     FileChangedError if it changed while being read (a writer still at work).
     ``fd``: ``path`` already opened with :func:`open_clip` (examine_file closes it);
-    every check is made on it as on a fresh one.
+    every check is made on it as on a fresh one. ``writers``: also say whether another
+    process has the file open for writing (:func:`open_for_writing`).
     """
     if fd < 0:
         fd = open_clip(path)
@@ -101,15 +133,19 @@ def examine_file(
         if not stat.S_ISREG(st.st_mode):
             return Examined("not a regular file: only regular files are clips", None)
         identity = Identity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        writing = open_for_writing(fd) if writers else None
         left = st.st_size
         if left < min_bytes:
-            return Examined(f"size {left} bytes is below min_bytes {min_bytes}", identity)
+            reason = f"size {left} bytes is below min_bytes {min_bytes}"
+            return Examined(reason, identity, writing=writing)
         if left > max_bytes:
-            return Examined(f"size {left} bytes is above max_bytes {max_bytes}", identity)
+            reason = f"size {left} bytes is above max_bytes {max_bytes}"
+            return Examined(reason, identity, writing=writing)
         view = _buffer()
         n = os.readv(fd, [view])
         if not signature_ok(ext, bytes(view[:_SNIFF_BYTES])):
-            return Examined(f"container signature does not match {ext.lower()}", identity)
+            reason = f"container signature does not match {ext.lower()}"
+            return Examined(reason, identity, writing=writing)
         digest = hashlib.sha256(view[:n])
         left -= n
         # No read just to see EOF (growth shows in the identity below); a small clip
@@ -123,7 +159,7 @@ def examine_file(
             raise FileChangedError(f"{path}: changed while being read")
     finally:
         os.close(fd)
-    return Examined("", identity, digest.hexdigest())
+    return Examined("", identity, digest.hexdigest(), writing)
 
 
 def sha256_file(path: Path) -> tuple[str, Identity]:

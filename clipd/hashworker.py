@@ -51,6 +51,8 @@ class Outcome(Enum):
     QUARANTINED = "quarantined"
     GONE = "gone"
     RETRY = "retry"
+    # A writer still has the file open: looked at again later, with no limit on tries.
+    BUSY = "busy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ def examine_one(
                 "name is not <Title>_<jobid>.<ext> with an allowed extension", identity_of(st)
             )
         else:
-            examined = examine_file(path, name.ext, min_bytes, max_bytes, fd)
+            examined = examine_file(path, name.ext, min_bytes, max_bytes, fd, writers=not final)
     except FileNotFoundError:
         return Verdict(Outcome.GONE)
     except FileChangedError:
@@ -105,14 +107,19 @@ def examine_one(
         if exc.errno != errno.ELOOP:
             raise
         examined = Examined("symlink: only regular files are clips", None)
+    # A writer that does not rename atomically may still be filling the file: it is
+    # judged once nobody has it open for writing or, where the kernel cannot say, once
+    # it was not modified for the settle time.
+    if examined.writing:
+        return Verdict(Outcome.BUSY, "still being written")
+    fresh = examined.identity is not None and now_ns - examined.identity.mtime_ns < settle_ns
     if examined.reason:
-        # A writer that does not rename atomically may still be filling the file.
-        fresh = examined.identity is not None and now_ns - examined.identity.mtime_ns < settle_ns
-        return Verdict(Outcome.RETRY if fresh else Outcome.QUARANTINED, examined.reason)
+        stale = examined.writing is None and fresh
+        return Verdict(Outcome.RETRY if stale else Outcome.QUARANTINED, examined.reason)
     assert examined.identity is not None and name is not None
-    identity = examined.identity
-    if not final and now_ns - identity.mtime_ns < settle_ns:
+    if not final and examined.writing is None and fresh:
         return Verdict(Outcome.RETRY, "still being written")
+    identity = examined.identity
     day = relpath.partition("/")[0]
     return new_record(name, relpath, day, identity, examined.sha256, now_ns / 1e9)
 

@@ -155,6 +155,9 @@ class Ingestor:
         self._clock_ns = clock_ns
         self._pool = ThreadPoolExecutor(ingest.hash_workers, thread_name_prefix="clipd-hash")
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Files a writer still holds open, looked at again later; not pending work, so
+        # a stop does not wait for the writer (the next start's reconcile finds them).
+        self._held: dict[str, asyncio.TimerHandle] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._final: set[str] = set()
@@ -179,16 +182,21 @@ class Ingestor:
     def notice(self, relpath: str, delay_s: float = 0.0) -> None:
         """Look at ``relpath`` after ``delay_s`` (debounced); must run on the loop."""
         loop = asyncio.get_running_loop()
-        timer = self._timers.pop(relpath, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_looks(relpath)
         if delay_s > 0:
             self._timers[relpath] = loop.call_later(delay_s, self._start, relpath, False)
         else:
             self._start(relpath, True)
 
+    def _cancel_looks(self, relpath: str) -> None:
+        for timers in (self._timers, self._held):
+            timer = timers.pop(relpath, None)
+            if timer is not None:
+                timer.cancel()
+
     def _start(self, relpath: str, final: bool) -> None:
         self._timers.pop(relpath, None)
+        self._held.pop(relpath, None)
         if final:
             self._final.add(relpath)
         if relpath in self._running:
@@ -258,6 +266,14 @@ class Ingestor:
     async def _apply(self, relpath: str, verdict: Verdict, known: ClipRecord | None) -> Outcome:
         outcome = verdict.outcome
         reason = verdict.reason
+        if outcome is Outcome.BUSY:
+            # Judged once the writer closes it (its close event), or at a later look.
+            self._retries.pop(relpath, None)
+            self._cancel_looks(relpath)
+            self._held[relpath] = asyncio.get_running_loop().call_later(
+                max(self.ingest.settle_seconds, 0.1), self._start, relpath, False
+            )
+            return outcome
         if outcome is Outcome.RETRY:
             tries = self._retries.get(relpath, 0) + 1
             self._retries[relpath] = tries
@@ -442,9 +458,10 @@ class Ingestor:
         return removed
 
     def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        for timers in (self._timers, self._held):
+            for timer in timers.values():
+                timer.cancel()
+            timers.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 

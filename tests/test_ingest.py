@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from clipd import checks
 from clipd.config import load
 from clipd.index import AsyncIndex, Totals, index_path
 from clipd.ingest import Ingestor, Outcome
@@ -121,7 +122,31 @@ async def test_processing_an_unchanged_clip_again_writes_and_counts_nothing(rig:
     assert rig.recorded_calls == [1]
 
 
-async def test_a_file_still_being_written_is_retried_and_recorded_once_settled(rig: Rig) -> None:
+async def test_a_file_a_writer_holds_open_waits_for_it_however_old_its_mtime(rig: Rig) -> None:
+    # A writer that pauses longer than the settle time (no close event yet) must not get
+    # its half-written clip recorded, served, and later quarantined as tampered.
+    relpath = rig.put("Clip_a.mp4", clip_bytes(5000))  # settled by mtime
+    writer = os.open(rig.clips_dir / relpath, os.O_WRONLY)
+    try:
+        assert await rig.ingestor.process(relpath, final=False) is Outcome.BUSY
+        assert await rig.index.get("a") is None
+        assert not rig.ingestor.busy  # a stop does not wait for the writer
+    finally:
+        os.close(writer)
+    assert await rig.ingestor.process(relpath, final=False) is Outcome.RECORDED
+
+
+async def test_a_fresh_file_nobody_writes_is_recorded_without_waiting(rig: Rig) -> None:
+    # E.g. renamed in just before the daemon started: READY=1 waits for it, not 2 s more.
+    relpath = rig.put("Clip_a.mp4", clip_bytes(5000), mtime_s=NOW_NS / 1e9 - 0.1)
+    assert await rig.ingestor.process(relpath, final=False) is Outcome.RECORDED
+
+
+async def test_where_writers_cannot_be_seen_a_fresh_file_waits_for_the_settle_time(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not the file's owner and no CAP_LEASE, or a filesystem without leases.
+    monkeypatch.setattr(checks, "open_for_writing", lambda fd: None)
     relpath = rig.put("Clip_a.mp4", clip_bytes(5000), mtime_s=NOW_NS / 1e9 - 0.1)
     assert await rig.ingestor.process(relpath, final=False) is Outcome.RETRY
     assert rig.ingestor.busy  # a retry is scheduled
