@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -73,6 +80,9 @@ class Metrics:
         )
         info = Gauge("clipd_build_info", "clipd version.", ("version",), registry=r)
         info.labels(__version__).set(1)
+        # The standard process_* families (resident memory, CPU seconds, open fds, start
+        # time) every Prometheus client exports: what alerts on the daemon itself use.
+        ProcessCollector(registry=r)
 
     def downloads_answered(self, status: int) -> Any:
         """``downloads``' child for ``status``: ``labels()`` takes a lock and builds a

@@ -39,11 +39,15 @@ def test_two_daemons_metrics_never_share_a_registry() -> None:
     assert second.registry.get_sample_value("clipd_ingested_files_total") == 0.0
 
 
-def test_every_exported_family_is_prefixed_clipd() -> None:
+def test_every_exported_family_is_prefixed_clipd_besides_the_standard_process_ones() -> None:
     metrics = Metrics()
     metrics.registry.register(IndexCollector(lambda: GAUGES))
     names = [f.name for f in text_string_to_metric_families(render(metrics.registry).decode())]
-    assert names and all(name.startswith("clipd_") for name in names), names
+    ours = [name for name in names if not name.startswith("process_")]
+    assert ours and all(name.startswith("clipd_") for name in ours), names
+    assert {"process_resident_memory_bytes", "process_cpu_seconds", "process_open_fds"} <= set(
+        names
+    )
 
 
 def test_build_info_carries_the_package_version() -> None:
