@@ -21,7 +21,7 @@ from clipd.config import Config
 from clipd.eviction import Applied
 from clipd.index import AsyncIndex, ClipSummary, Index
 from clipd.naming import is_day_folder
-from clipd.retention import Plan, Policy, TmpFile, Usage, over_high_mark, plan
+from clipd.retention import GB, Plan, Policy, TmpFile, Usage, over_high_mark, plan
 from clipd.storage import Backend
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "gather_blocking",
     "retention_service",
     "run_once",
+    "start_line",
     "summary_line",
     "usage_of",
 ]
@@ -54,6 +55,11 @@ class Snapshot:
     tmp_files: tuple[TmpFile, ...]
     day_entries: dict[str, int] | None
     unindexed: tuple[str, ...]  # clip-looking files the index does not know (yet)
+
+
+def start_line(clip_bytes: int) -> str:
+    """The legacy cron script's first line of a run (decimal GB, like the MB of the last)."""
+    return f"Starting cleanup - Current storage: {clip_bytes / GB:.1f} GB"
 
 
 def summary_line(applied: Applied) -> str:
@@ -202,6 +208,7 @@ async def run_once(daemon: Daemon, draining: bool = False) -> tuple[Applied, boo
     clips_dir = config.clips_dir
     local = stores_locally(daemon.backend)
     snapshot = await daemon.index.read(lambda ix: gather_blocking(ix, clips_dir, local))
+    logger.info("%s", start_line(sum(r.size_bytes for r in snapshot.records)))
     now = time.time()
     policy = Policy.from_config(config.retention)
     the_plan = plan(

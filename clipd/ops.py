@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from clipd.cleanup import gather_blocking, summary_line, usage_of
+from clipd.cleanup import gather_blocking, start_line, summary_line, usage_of
 from clipd.cli import config_from_args
 from clipd.config import Config
 from clipd.errors import ClipdError, ConfigError
@@ -158,6 +158,9 @@ def _cmd_cleanup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     ix = Index(index_path(clips_dir))
     try:
         snapshot = gather_blocking(ix, clips_dir, local=True)
+        if not (args.dry_run or args.json):
+            # Flushed: under cron stdout and stderr often share one log file.
+            print(start_line(sum(r.size_bytes for r in snapshot.records)), flush=True)
         now = time.time()
         the_plan = plan(
             snapshot.records,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clipd.checks import identity_of
-from clipd.cleanup import gather_blocking, summary_line
+from clipd.cleanup import gather_blocking, start_line, summary_line
 from clipd.eviction import Applied, apply_blocking
 from clipd.index import ClipRecord, Index, index_path
 from clipd.naming import parse_relpath
@@ -158,3 +158,28 @@ def test_cleanup_keeps_a_young_empty_day_folder(tmp_path: Path) -> None:
     # A writer may have just made the young folder for its temp file.
     assert young.is_dir()
     assert not old.exists()
+
+
+def test_start_line_is_the_legacy_one_in_decimal_gb() -> None:
+    assert start_line(2_500_000_000) == "Starting cleanup - Current storage: 2.5 GB"
+    assert start_line(2 * 2**30) == "Starting cleanup - Current storage: 2.1 GB"  # not GiB
+    assert start_line(0) == "Starting cleanup - Current storage: 0.0 GB"
+
+
+def test_daemon_logs_the_legacy_start_line_before_each_completed_line(
+    clips_dir: Path, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    write_clip(
+        clips_dir, "2026-01-01", "Clip_old.mp4", clip_bytes(1000, 1), mtime=time.time() - 30 * H
+    )
+    daemon = make_daemon(env={"CLIPD_SCRUB_ENABLED": "false"}).start()
+    wait_for(lambda: "Cleanup completed: 1 files deleted" in daemon.log(), what="expiry pass")
+    daemon.stop()
+    lines = daemon.log().splitlines()
+    starts = [i for i, line in enumerate(lines) if "Starting cleanup - Current storage: " in line]
+    ends = [i for i, line in enumerate(lines) if "Cleanup completed: " in line]
+    assert starts and len(starts) == len(ends)
+    assert all(s < e for s, e in zip(starts, ends, strict=True))
+    assert lines[starts[0]].endswith(
+        "INFO clipd.cleanup: Starting cleanup - Current storage: 0.0 GB"
+    )

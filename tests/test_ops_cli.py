@@ -69,7 +69,7 @@ def test_cleanup_size_threshold_is_decimal_gb_and_evicts_oldest(clips_dir: Path)
     make_tree(clips_dir, {"a": ("2026-01-02", 3), "b": ("2026-01-02", 2), "c": ("2026-01-02", 1)})
     result = clipd(clips_dir, "cleanup", "--size-threshold", "0.000002")  # 2000 bytes
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Cleanup completed: 1 files deleted, 0.0 MB freed")
+    assert result.stdout.splitlines()[1].startswith("Cleanup completed: 1 files deleted, 0.0 MB")
     assert set(index_rows(clips_dir)) == {"2026-01-02/Clip_b.mp4", "2026-01-02/Clip_c.mp4"}
 
 
@@ -184,3 +184,13 @@ def test_cleanup_legacy_modes_are_exclusive_and_documented(clips_dir: Path) -> N
     helptext = " ".join(clipd(clips_dir, "cleanup", "--help").stdout.split())
     assert "--report legacy alias of 'clipd report'" in helptext
     assert "--monitor legacy alias of 'clipd monitor'" in helptext
+
+
+def test_cleanup_prints_the_legacy_start_and_completed_lines(clips_dir: Path) -> None:
+    make_tree(clips_dir, {"old": ("2026-01-01", 30), "new": ("2026-01-02", 1)})
+    result = clipd(clips_dir, "cleanup", "--max-age", "24")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Starting cleanup - Current storage: 0.0 GB",
+        "Cleanup completed: 1 files deleted, 0.0 MB freed, 1 empty dirs removed",
+    ]
