@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from clipd import config as config_mod
 from clipd.config import Config
-from clipd.errors import ConfigError
+from clipd.errors import ClipdError, ConfigError
 from clipd.index import AsyncIndex, index_path
 from clipd.ingest import Ingestor
 from clipd.logs import setup_logging
@@ -129,22 +130,17 @@ class Daemon:
             self._index_open = True
             self.metrics.registry.register(IndexCollector(self.state.gauges))
             await finish_pending(self.index, self.backend)
+            # Bound first: until READY=1, /health answers 503 and the API "starting"
+            # (web.py), rather than a refused connection during a long reconcile.
+            await self._start_web()
             if self.catalog is not None:
                 self.notifier.send("STATUS=starting: listing the store")
                 self.state.watcher = "none"
                 logger.info("%s", await self.catalog.reconcile())
             else:
                 await self._start_tree()
-            await self._start_web()
-            self.state.ready = True
-            totals = self.index.totals
-            self.notifier.send("READY=1", self._status_line(totals.files, totals.bytes))
-            logger.info(
-                "ready: %d clips, %d bytes, serving on %s",
-                totals.files,
-                totals.bytes,
-                ", ".join(f"{h}:{p}" for h, p in self.bound),
-            )
+            if not self._stop.is_set():  # asked to stop while reconciling: never ready
+                self._announce_ready()
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(c) for c in self._background()]
                 await self._stop.wait()
@@ -157,6 +153,17 @@ class Daemon:
             await self._shutdown()
         logger.info("stopped")
         return 0
+
+    def _announce_ready(self) -> None:
+        self.state.ready = True
+        totals = self.index.totals
+        self.notifier.send("READY=1", self._status_line(totals.files, totals.bytes))
+        logger.info(
+            "ready: %d clips, %d bytes, serving on %s",
+            totals.files,
+            totals.bytes,
+            ", ".join(f"{h}:{p}" for h, p in self.bound),
+        )
 
     async def _start_tree(self) -> None:
         await self._start_watcher()
@@ -240,9 +247,12 @@ class Daemon:
         try:
             await site.start()
         except OSError as exc:
-            raise ConfigError(
-                f"web.listen={self.config.web.listen!r}: cannot listen there ({exc.strerror})"
-            ) from exc
+            message = f"web.listen={self.config.web.listen!r}: cannot listen there ({exc.strerror})"
+            if exc.errno == errno.EADDRINUSE:
+                # Often transient (the previous instance still closing): exit 1, so
+                # systemd's Restart=on-failure tries again; 78 would stop it for good.
+                raise ClipdError(message) from exc
+            raise ConfigError(message) from exc
         server = getattr(site, "_server", None)
         for sock in getattr(server, "sockets", None) or []:
             self.bound.append(sock.getsockname()[:2])

@@ -127,6 +127,30 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_body(500, "internal_error", "clipd hit an unexpected error; see its log")
 
 
+# Answered before READY=1 too (health checks and scrapes during a long reconcile see
+# the counts grow); the jobs API is not: a partial index would call present clips
+# unknown and miss job-id conflicts.
+_BEFORE_READY = frozenset({"/health", "/metrics", "/api/v1/storage/metrics"})
+
+
+@web.middleware
+async def _until_ready(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # The socket is bound before the start-up reconcile; until it is done the index
+    # does not describe the tree, so the API would answer from a partial index.
+    state: State = request.app[STATE]
+    unrouted = request.match_info.http_exception is not None  # its own 404/405
+    if state.ready or unrouted or request.path in _BEFORE_READY:
+        return await handler(request)
+    if state.stopping:
+        response = error_body(503, "stopping", "clipd is shutting down")
+    else:
+        response = error_body(
+            503, "starting", "clipd is reconciling its index with the tree; retry shortly"
+        )
+        response.headers["Retry-After"] = "1"
+    return response
+
+
 async def _health(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
     body = {
@@ -195,7 +219,7 @@ async def _keep_usage_fresh(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(state: State, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
     """Build the application; ``extra_routes`` come from other parts (the jobs API)."""
-    app = web.Application(middlewares=[_errors], client_max_size=1024**2)
+    app = web.Application(middlewares=[_errors, _until_ready], client_max_size=1024**2)
     app[STATE] = state
     app.cleanup_ctx.append(_keep_usage_fresh)
     app.router.add_get("/health", _health)

@@ -385,3 +385,34 @@ def test_operator_commands_do_not_import_the_web_stack(clips_dir: Path, argv: li
     modules = result.stdout.rpartition("MODULES")[2].split()
     assert "clipd" in modules
     assert not {"aiohttp", "boto3", "botocore"} & set(modules)
+
+
+def test_api_answers_503_while_reconciling_and_a_stop_then_never_reports_ready(
+    make_daemon, clips_dir: Path
+) -> None:
+    # Enough clips that the start-up reconcile takes a while (plain writes: fsync per
+    # file would make the set-up slow, and the reconcile does not care).
+    data = clip_bytes(2048)
+    for day in range(10):
+        folder = clips_dir / f"2026-11-{day + 10:02d}"
+        folder.mkdir(parents=True)
+        for n in range(1000):
+            (folder / f"Clip_d{day}n{n}.mp4").write_bytes(data)
+    daemon = make_daemon().start(wait_ready=False)
+
+    def health() -> int | None:
+        try:
+            return daemon.get("/health")[0]
+        except OSError:  # not bound yet
+            return None
+
+    assert wait_for(health, what="the socket bound") == 503
+    status, headers, body = daemon.get("/api/v1/jobs/d1n1/download")
+    assert status == 503, body
+    assert json.loads(body)["error"] == "starting"
+    assert headers["Retry-After"] == "1"
+    assert daemon.get("/api/v1/storage/metrics")[0] == 200
+    assert not any("READY=1" in m for m in daemon.notify.messages)
+    assert daemon.stop() == 0
+    daemon.notify.wait("STOPPING=1")
+    assert not any("READY=1" in m for m in daemon.notify.messages), daemon.log()
