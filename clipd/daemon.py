@@ -1,7 +1,9 @@
 """The daemon: wires config, index, watcher, ingest and web; signals and sd_notify.
 
-Start order (reverse on stop): index → watcher → reconcile → HTTP socket → READY=1.
-The watcher starts before the reconcile walk so nothing written during it is missed.
+Start order (reverse on stop): index → HTTP socket → watcher → reconcile → READY=1.
+The watcher starts before the reconcile walk so nothing written during it is missed;
+the socket is bound first so that health checks get a 503 while the index is not yet
+reconciled (the jobs API answers "starting" until READY=1, see :mod:`clipd.web`).
 """
 
 from __future__ import annotations
