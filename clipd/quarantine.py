@@ -42,7 +42,8 @@ def _quarantine_locked(clips_dir: Path, relpath: str, reason: str, job_id: str) 
     source = clips_dir / relpath
     if not os.path.lexists(source):
         return None
-    day = relpath.partition("/")[0] or "unknown"
+    folder, slash, _ = relpath.partition("/")
+    day = folder if slash and folder else "unknown"
     target_dir = quarantine_dir(clips_dir) / day
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / source.name

@@ -95,12 +95,6 @@ def test_notifier_ignores_a_socket_nobody_listens_on(
 @pytest.mark.filterwarnings(
     "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Notifier decides from the environ it is given but sdnotify reads the"
-    " address from os.environ, so a Notifier(environ) whose NOTIFY_SOCKET is not in"
-    " os.environ says enabled and sends nothing",
-)
 def test_notifier_sends_to_the_notify_socket_of_the_environ_it_is_given(
     notify_socket: tuple[socket.socket, str],
 ) -> None:
@@ -194,11 +188,6 @@ def test_listen_socket_takes_fd_3_non_blocking_and_not_inherited() -> None:
         }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: WATCHDOG_USEC and LISTEN_FDS are checked with str.isdigit(), which accepts"
-    " digits int() refuses (e.g. '²'), so junk raises ValueError instead of meaning 'none'",
-)
 def test_non_ascii_digits_mean_no_watchdog_and_no_sockets() -> None:
     assert watchdog_interval_s({"WATCHDOG_USEC": "²"}) is None
     assert listen_socket({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "²"}) is None

@@ -161,12 +161,6 @@ def test_two_threads_quarantining_one_file_move_it_once(clips_dir: Path) -> None
     assert sorted(p.name for p in folder.iterdir()) == ["Both_job1.mp4", "Both_job1.mp4.json"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a relpath without a folder goes to quarantine/<its own name>/<name>, not"
-    " quarantine/unknown/<name>: relpath.partition('/')[0] is the whole name, so the"
-    " `or 'unknown'` fallback never applies",
-)
 def test_a_file_outside_any_day_folder_goes_to_the_unknown_folder(clips_dir: Path) -> None:
     _put(clips_dir, "Loose_job1.mp4")
     target = quarantine_file(clips_dir, "Loose_job1.mp4", "not in a day folder", "job1")
