@@ -243,11 +243,12 @@ async def _refresh(state: State, record: ClipRecord, identity: Identity) -> Clip
 
 
 async def _refuse(state: State, record: ClipRecord, reason: str, local: bool = True) -> NoReturn:
-    """Count, log and (for a local file) quarantine a clip whose bytes changed; raises 409."""
-    state.metrics.integrity_mismatches.inc()
-    logger.error(
-        "integrity mismatch on download of job %s (%s): %s", record.job_id, record.relpath, reason
-    )
+    """Count, log and (for a local file) quarantine a clip whose bytes changed; raises 409.
+
+    A file the watcher's ingest quarantined at the same moment is counted and logged
+    there, once (it moved the file; this move finds nothing).
+    """
+    moved = None
     if local:
         moved = await asyncio.to_thread(
             quarantine_file,
@@ -259,6 +260,14 @@ async def _refuse(state: State, record: ClipRecord, reason: str, local: bool = T
         await state.index.write(lambda ix: ix.delete(record.job_id))
         if moved is not None:
             state.metrics.quarantined_files.labels("integrity").inc()
+    if moved is not None or not local:
+        state.metrics.integrity_mismatches.inc()
+        logger.error(
+            "integrity mismatch on download of job %s (%s): %s",
+            record.job_id,
+            record.relpath,
+            reason,
+        )
     raise IntegrityMismatch(
         f"the file of job {record.job_id} no longer matches its SHA-256; it was quarantined"
         if local

@@ -175,6 +175,21 @@ async def test_clip_modified_behind_clipds_back_is_refused_and_quarantined(api: 
     await _error(await api.client.get("/api/v1/jobs/job1/download"), 404)
 
 
+async def test_a_tampered_clip_the_watcher_quarantined_first_is_counted_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = await api.add("job1")
+    path = api.clips_dir / record.relpath
+    path.write_bytes(b"X" * record.size_bytes)
+    # The watcher's ingest moved it (and counted it) between this download's hash and its
+    # own quarantine move, which then finds nothing to move.
+    monkeypatch.setattr(download, "quarantine_file", lambda *args: None)
+    body = await _error(await api.client.get("/api/v1/jobs/job1/download"), 409)
+    assert body["error"] == "integrity_mismatch"
+    assert _metric(api.state, "clipd_integrity_mismatches_total") == 0
+    assert await api.row("job1") is None
+
+
 @pytest.mark.parametrize("change", ["removed", "rewritten"])
 async def test_clip_changed_between_check_and_send_is_checked_again(
     api: Api, monkeypatch: pytest.MonkeyPatch, change: str
