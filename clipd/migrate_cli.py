@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from clipd.errors import ClipdError, StorageError
@@ -61,9 +61,22 @@ def _print_summary(summary: Summary, as_json: bool, verb: str) -> None:
 def _cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from clipd.migrate import run_migrate
 
-    summary = run_migrate(args, _config(args, environ))
+    config = _config(args, environ)
+    summary = run_migrate(args, config)
     _print_summary(summary, args.json, args.command)
-    return 1 if summary.failed or summary.not_clips else 0
+    left_behind = _clips_left_behind(summary, frozenset(config.storage.extensions))
+    return 1 if summary.failed or left_behind else 0
+
+
+def _clips_left_behind(summary: Summary, extensions: frozenset[str]) -> list[str]:
+    """Objects named with a clip extension that were not placed (junk bytes, empty, a job
+    id already taken, no job id): data an operator expects moved, so the run fails. A
+    readme or a folder marker is listed but does not fail every run of a legacy bucket."""
+    return [
+        key
+        for key, _ in summary.not_clips
+        if not key.endswith("/") and PurePosixPath(key).suffix.lower() in extensions
+    ]
 
 
 def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

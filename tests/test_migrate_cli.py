@@ -1,0 +1,53 @@
+"""clipd migrate's exit code: objects that are not clips by name never fail a run; one
+named like a clip but not placed does (real SeaweedFS)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import clip_bytes
+from tests.s3server import S3Server
+from tests.test_migrate import put, run, s3_env  # noqa: F401  (s3_env is a fixture)
+
+
+def test_a_readme_is_listed_but_the_run_succeeds(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],  # noqa: F811
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s3 = s3_server.client()
+    bucket = make_bucket("migcli")
+    put(s3, bucket, "legacy/2024-05-01/Cat_job1.mp4", clip_bytes(3000, 1))
+    put(s3, bucket, "legacy/readme.txt", b"hello")
+    env = {**s3_env, "CLIPS_DIR": str(clips_dir)}
+
+    code, summary = run(["migrate", "--from", f"s3://{bucket}/legacy"], env, capsys)
+    assert code == 0, summary
+    assert summary["moved"] == 1
+    assert [o["key"] for o in summary["not_clip_objects"]] == ["legacy/readme.txt"]
+    # A re-run moves nothing and still succeeds.
+    code, summary = run(["migrate", "--from", f"s3://{bucket}/legacy"], env, capsys)
+    assert (code, summary["moved"]) == (0, 0)
+
+
+def test_an_object_named_like_a_clip_but_left_behind_fails_the_run(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],  # noqa: F811
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s3 = s3_server.client()
+    bucket = make_bucket("migcli2")
+    put(s3, bucket, "legacy/2024-05-01/Cat_job1.mp4", clip_bytes(3000, 1))
+    put(s3, bucket, "legacy/2024-05-01/Junk_job2.mp4", b"not a video at all" * 10)
+    env = {**s3_env, "CLIPS_DIR": str(clips_dir)}
+
+    code, summary = run(["migrate", "--from", f"s3://{bucket}/legacy"], env, capsys)
+    assert code == 1, summary
+    assert [o["key"] for o in summary["not_clip_objects"]] == ["legacy/2024-05-01/Junk_job2.mp4"]
