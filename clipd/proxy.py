@@ -3,7 +3,7 @@
 The default answers a download of a remote clip with a 302 to a presigned URL. In proxy
 mode clipd fetches the bytes itself (a ranged GetObject in a worker thread) and streams
 them with the same headers, ETag, Range and error semantics as a local clip. The GET's
-own answer names the object's size and LastModified: when they no longer equal the
+own answer names the object's size, LastModified and ETag: when they no longer equal the
 record, nothing is sent (:class:`ObjectChanged`; the caller refuses with 409).
 """
 
@@ -27,7 +27,7 @@ CHUNK_BYTES = 1024 * 1024  # per read from the store (one worker-thread hop each
 
 
 class ObjectChanged(Exception):
-    """The stored object is not the one the record describes (size or LastModified)."""
+    """The stored object is not the one the record describes (size, LastModified or ETag)."""
 
     def __init__(self, current: Identity) -> None:
         super().__init__(f"stored object changed: {current}")

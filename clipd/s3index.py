@@ -3,15 +3,21 @@
 The local ``CLIPS_DIR`` holds only ``.clipd/`` (the index). At start-up, and every
 ``s3.relist_interval_seconds``, the bucket is listed (paginated) and every key whose
 base name parses as a clip, in any folder, becomes a row: ``relpath`` is the key
-without the prefix, ``(size, LastModified)`` its identity (inode 0). Rows of vanished
-keys are dropped. Own writes (``S3Backend.put``) are recorded at once, and
-:meth:`S3Catalog.lookup` lists today's and yesterday's day folders on a miss, so a clip
-PUT through another instance is found before the next re-list.
+without the prefix, ``(size, LastModified, ETag)`` its identity (the ETag as a number in
+``inode``: LastModified has one-second resolution, so a same-size replacement within the
+second shows only in the ETag). Rows of vanished keys are dropped. Own writes
+(``S3Backend.put``) are recorded at once, and :meth:`S3Catalog.lookup` lists today's and
+yesterday's day folders on a miss, so a clip PUT through another instance is found
+before the next re-list.
 
 SHA-256 of a row: the object's ``x-amz-meta-sha256`` (one HeadObject per new or
 changed key, clipd writes it on every upload); an object without it gets an empty
 ``sha256`` (the web layer then has no strong ETag from the index; the bytes are never
 downloaded just to hash them).
+
+Upgrade: rows recorded before the ETag was part of the identity have inode 0, so the
+start-up listing (before READY) re-records each of them once, HeadObject included; such
+a row keeps its history (ingested_at, verified_at, display title, backed-up flag).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from clipd.config import Config
@@ -196,7 +202,7 @@ class S3Catalog:
             if plan.to_drop:
                 ix.delete_many(plan.to_drop)
             if rows:
-                ix.upsert_many(rows)
+                ix.upsert_many([_keep_history(row, ix.get_by_relpath(row.relpath)) for row in rows])
 
         await self.index.write(write)
         return len(rows)
@@ -229,6 +235,26 @@ def _live_identities(started: float) -> Callable[[Index], dict[str, tuple[str, I
 
 def _record(plan: KeyPlan, identity: Identity, sha256: str, now: float) -> ClipRecord:
     return new_record(plan.name, plan.relpath, plan.day, identity, sha256, now, verified_at=0.0)
+
+
+def _keep_history(row: ClipRecord, existing: ClipRecord | None) -> ClipRecord:
+    """``row`` re-recorded over ``existing``: a row from before the ETag joined the
+    identity (inode 0, same job, size and time) is the same object, so it keeps its
+    history; any other change is a new object and starts afresh."""
+    if (
+        existing is None
+        or existing.inode != 0
+        or existing.job_id != row.job_id
+        or (existing.size_bytes, existing.mtime_ns) != (row.size_bytes, row.mtime_ns)
+    ):
+        return row
+    return replace(
+        row,
+        ingested_at=existing.ingested_at,
+        verified_at=existing.verified_at,
+        display_title=existing.display_title,
+        backed_up=existing.backed_up,
+    )
 
 
 def catalog_factory(daemon: Daemon) -> S3Catalog:

@@ -11,7 +11,7 @@ from pathlib import Path
 from clipd.config import S3Config
 from clipd.index import AsyncIndex, index_path
 from clipd.s3index import S3Catalog, plan_sync
-from clipd.storage.s3 import ObjectInfo, S3Backend
+from clipd.storage.s3 import ObjectInfo, S3Backend, etag_tag, identity_from
 from tests.helpers import clip_bytes
 from tests.s3server import S3Server
 
@@ -36,7 +36,7 @@ def test_put_stat_presign_delete_round_trip(
 
     async def scenario() -> None:
         identity = await backend.put(source, "2024-01-01/Clip_p1.mp4", sha)
-        assert identity.size_bytes == len(data) and identity.inode == 0
+        assert identity.size_bytes == len(data) and identity.inode != 0  # the ETag's tag
         assert await backend.stat("2024-01-01/Clip_p1.mp4") == identity
         assert backend.local_path("2024-01-01/Clip_p1.mp4") is None
         url = await backend.presign("2024-01-01/Clip_p1.mp4", 60)
@@ -120,3 +120,39 @@ def test_catalog_lists_bucket_into_index_with_sha256_from_metadata(
 
     rows = asyncio.run(scenario())
     assert rows == {"k1": hashlib.sha256(with_meta).hexdigest(), "k2": ""}
+
+
+def test_an_objects_identity_is_the_same_from_listing_head_and_ranged_get(
+    s3_server: S3Server, make_bucket: Callable[..., str]
+) -> None:
+    bucket = make_bucket("ident")
+    backend = backend_for(s3_server, bucket)
+    s3_server.client().put_object(
+        Bucket=bucket, Key="clips/2024-01-02/Clip_i1.mp4", Body=clip_bytes(3000, 4)
+    )
+    etag = s3_server.client().head_object(Bucket=bucket, Key="clips/2024-01-02/Clip_i1.mp4")["ETag"]
+
+    async def identities() -> list[object]:
+        body = await backend.open_range("2024-01-02/Clip_i1.mp4", 10, 20)
+        assert body is not None
+        body.close()
+        return [await backend.stat("2024-01-02/Clip_i1.mp4"), body.identity]
+
+    (listed,) = backend.list_blocking()
+    assert asyncio.run(identities()) == [listed.identity, listed.identity]
+    assert listed.identity.inode == etag_tag(etag) != 0
+
+
+def test_identity_tells_apart_a_same_size_replacement_within_the_same_second() -> None:
+    first = identity_from(100, 1700000000.2, '"0cc175b9c0f1b6a831c399e269772661"')
+    second = identity_from(100, 1700000000.9, '"92eb5ffee6ae2fec3ad71c777531578f"')
+    assert first.mtime_ns == second.mtime_ns and first != second
+    assert identity_from(100, 1.0, "").inode == 0
+    assert etag_tag('"abc-2"') == etag_tag("abc-2") < 2**56
+
+    replaced = ObjectInfo("2024-01-01/A_j1.mp4", "2024-01-01/A_j1.mp4", 100, 1700000000.9, "x")
+    indexed = {"2024-01-01/A_j1.mp4": ("j1", identity_from(100, 1700000000.2, "y"))}
+    assert [i for i, _ in plan_sync([replaced], indexed, "", EXT).to_record] == [replaced]
+    unchanged = {"2024-01-01/A_j1.mp4": ("j1", replaced.identity)}
+    assert plan_sync([replaced], unchanged, "", EXT).to_record == ()
+

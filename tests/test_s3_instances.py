@@ -286,3 +286,99 @@ def test_s3_proxy_mode_never_streams_an_object_replaced_behind_clipds_back(
     status, headers, body = _no_redirect_get(f"{daemon.url}/api/v1/jobs/s1/download")
     assert status == 409 and headers["Content-Type"].startswith("application/json")
     assert b"integrity_mismatch" in body and other[:100] not in body
+
+
+def _put_through(daemon: DaemonProcess, job: str, data: bytes) -> str:
+    """PUT a clip through ``daemon`` (token "tok"); returns its relpath."""
+    import json
+    import urllib.request
+
+    put = urllib.request.Request(
+        f"{daemon.url}/api/v1/jobs/{job}?title=Same",
+        data=data,
+        method="PUT",
+        headers={"Authorization": "Bearer tok", "Content-Type": "video/mp4"},
+    )
+    with urllib.request.urlopen(put, timeout=10) as response:
+        created = json.loads(response.read())
+    return f"{created['day']}/{created['filename']}"
+
+
+@pytest.mark.parametrize("mode", ["proxy", "redirect"])
+def test_a_same_size_replacement_within_the_same_second_is_refused_not_served(
+    mode: str,
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    bucket = make_bucket("samesec")
+    s3 = s3_server.client()
+    slow = {"CLIPD_S3_RELIST_INTERVAL_SECONDS": "3600", "CLIPD_API_TOKEN": "tok"}
+    env = _env(s3_server, bucket, CLIPD_S3_DOWNLOAD_MODE=mode, **slow)
+    daemon = make_daemon(env=env).start()
+    # LastModified has one-second resolution: retry (new job) until the replacement lands
+    # in the same second as the original, the case only the ETag can tell apart.
+    for attempt in range(10):
+        job = f"same{attempt}"
+        relpath = _put_through(daemon, job, clip_bytes(20_000, attempt))
+        before = s3.head_object(Bucket=bucket, Key=relpath)
+        other = clip_bytes(20_000, 100 + attempt)
+        s3.put_object(Bucket=bucket, Key=relpath, Body=other)
+        after = s3.head_object(Bucket=bucket, Key=relpath)
+        if before["LastModified"] == after["LastModified"]:
+            break
+    else:
+        raise AssertionError("no replacement landed within the original's second")
+    assert before["ContentLength"] == after["ContentLength"]
+
+    status, headers, body = _no_redirect_get(f"{daemon.url}/api/v1/jobs/{job}/download")
+
+    assert status == 409 and b"integrity_mismatch" in body, (status, headers)
+    assert other[:100] not in body and "Location" not in headers
+
+
+@pytest.mark.parametrize("mode", ["proxy", "redirect"])
+def test_index_rows_from_before_the_etag_identity_are_re_recorded_before_ready(
+    mode: str,
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+    clips_dir: Path,
+) -> None:
+    import hashlib
+    import sqlite3
+
+    bucket = make_bucket("upgrade")
+    s3 = s3_server.client()
+    data = {job: clip_bytes(7_000 + n, n) for n, job in enumerate(("u1", "u2"))}
+    for job, body in data.items():
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"2024-06-01/Clip_{job}.mp4",
+            Body=body,
+            Metadata={"sha256": hashlib.sha256(body).hexdigest()},
+        )
+    env = _env(s3_server, bucket, CLIPD_S3_DOWNLOAD_MODE=mode)
+    env["CLIPD_S3_RELIST_INTERVAL_SECONDS"] = "3600"  # only the start-up listing re-records
+    first = make_daemon(env=env).start()
+    assert first.stop() == 0
+    # The index as the previous release left it: no ETag in the identity (inode 0).
+    conn = sqlite3.connect(clips_dir / ".clipd" / "index.sqlite3")
+    with conn:
+        conn.execute("UPDATE clips SET inode = 0, ingested_at = 1000.0, display_title = 'Kept'")
+    conn.close()
+
+    daemon = make_daemon(env=env).start()
+
+    for job, body in data.items():
+        status, headers, got = _no_redirect_get(f"{daemon.url}/api/v1/jobs/{job}/download")
+        assert status == (200 if mode == "proxy" else 302), (status, got)
+        assert headers["ETag"] == f'"{hashlib.sha256(body).hexdigest()}"'
+        assert mode != "proxy" or got == body
+    assert daemon.metric("clipd_integrity_mismatches_total") == 0
+    assert "ERROR" not in daemon.log()
+    conn = sqlite3.connect(clips_dir / ".clipd" / "index.sqlite3")
+    rows = conn.execute("SELECT inode, ingested_at, display_title FROM clips").fetchall()
+    conn.close()
+    assert len(rows) == 2 and all(r[0] != 0 and r[1:] == (1000.0, "Kept") for r in rows), rows
+

@@ -10,6 +10,7 @@ local mode starts without it, and every boto3 call runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,12 +25,22 @@ from clipd.errors import StorageError
 from clipd.index import Identity
 from clipd.storage.s3keys import join_key, normalize_prefix
 
-__all__ = ["ObjectInfo", "Presigner", "S3Backend", "list_objects", "list_pages", "make_client"]
+__all__ = [
+    "ObjectInfo",
+    "Presigner",
+    "S3Backend",
+    "etag_tag",
+    "identity_from",
+    "list_objects",
+    "list_pages",
+    "make_client",
+]
 
 logger = logging.getLogger(__name__)
 _MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024
 _MULTIPART_CHUNK_BYTES = 16 * 1024 * 1024
 _NS_PER_S = 1_000_000_000
+_ETAG_TAG_BYTES = 7  # 56 bits: fits SQLite's signed 64-bit INTEGER with room to spare
 
 PutListener = Callable[[str, Identity, str], Awaitable[None]]
 
@@ -46,13 +57,38 @@ class ObjectInfo:
 
     @property
     def identity(self) -> Identity:
-        return identity_from(self.size_bytes, self.last_modified_s)
+        return identity_from(self.size_bytes, self.last_modified_s, self.etag)
 
 
-def identity_from(size_bytes: int, last_modified_s: float) -> Identity:
-    """An object's Identity: LastModified stands in for mtime and ctime; no inode."""
+def identity_from(size_bytes: int, last_modified_s: float, etag: str) -> Identity:
+    """An object's Identity: LastModified stands in for mtime and ctime, the ETag's
+    :func:`etag_tag` for the inode.
+
+    LastModified has one-second resolution, so an object replaced by bytes of the same
+    size within the same second keeps size and time: only its ETag tells it apart.
+    """
     mtime_ns = int(last_modified_s) * _NS_PER_S  # S3 times have one-second resolution
-    return Identity(size_bytes, mtime_ns, mtime_ns, 0)
+    return Identity(size_bytes, mtime_ns, mtime_ns, etag_tag(etag))
+
+
+def etag_tag(etag: str) -> int:
+    """A stable 56-bit number naming ``etag`` (quoted or not); 0 when there is none.
+
+    The same object's ETag is the same string in ListObjectsV2, HeadObject and (ranged)
+    GetObject answers, so every source of an identity gives the same number.
+    """
+    text = etag.strip().strip('"')
+    if not text:
+        return 0
+    digest = hashlib.blake2b(text.encode(), digest_size=_ETAG_TAG_BYTES).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _head_identity(head: dict[str, Any]) -> Identity:
+    """The Identity a HeadObject answer names."""
+    return identity_from(
+        int(head["ContentLength"]), head["LastModified"].timestamp(), str(head.get("ETag", ""))
+    )
 
 
 def make_client(s3: S3Config, max_pool_connections: int = 32, *, transfers: bool = True) -> Any:
@@ -281,7 +317,7 @@ class S3Backend:
         head = await asyncio.to_thread(self.head_blocking, relpath)
         if head is None:
             return None
-        return identity_from(int(head["ContentLength"]), head["LastModified"].timestamp())
+        return _head_identity(head)
 
     def head_blocking(self, relpath: str) -> dict[str, Any] | None:
         """HeadObject of ``relpath`` or None when missing; StorageError otherwise."""
@@ -330,7 +366,8 @@ class S3Backend:
             return None
         whole = str(got.get("ContentRange", "")).rpartition("/")[2]
         size = int(whole) if whole.isdigit() else int(got["ContentLength"])
-        identity = identity_from(size, got["LastModified"].timestamp())
+        # A ranged GET answers with the whole object's ETag, as HeadObject does.
+        identity = identity_from(size, got["LastModified"].timestamp(), str(got.get("ETag", "")))
         return _ObjectBody(identity, got["Body"])
 
     async def put(self, source: Path, relpath: str, sha256: str) -> Identity:
@@ -346,7 +383,7 @@ class S3Backend:
             raise StorageError(f"s3://{self.bucket}/{self.key_of(relpath)}: gone after upload")
         # Like the local backend, put consumes the verified temp file.
         os.unlink(source)
-        return identity_from(int(head["ContentLength"]), head["LastModified"].timestamp())
+        return _head_identity(head)
 
     async def delete(self, relpath: str) -> bool:
         return await asyncio.to_thread(self._delete_blocking, relpath)
