@@ -11,9 +11,10 @@ yesterday's day folders on a miss, so a clip PUT through another instance is fou
 before the next re-list.
 
 SHA-256 of a row: the object's ``x-amz-meta-sha256`` (one HeadObject per new or
-changed key, clipd writes it on every upload); an object without it gets an empty
-``sha256`` (the web layer then has no strong ETag from the index; the bytes are never
-downloaded just to hash them).
+changed key, clipd writes it on every upload), else the store's full-object
+``ChecksumSHA256`` (an object uploaded by another writer with ``ChecksumAlgorithm=SHA256``
+in one part); an object with neither gets an empty ``sha256`` (the web layer then has
+no strong ETag from the index; the bytes are never downloaded just to hash them).
 
 Upgrade: rows recorded before the ETag was part of the identity have inode 0, so the
 start-up listing (before READY) re-records each of them once, HeadObject included; such
@@ -23,13 +24,15 @@ a row keeps its history (ingested_at, verified_at, display title, backed-up flag
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clipd.config import Config
 from clipd.errors import StorageError
@@ -41,12 +44,13 @@ from clipd.storage.s3keys import KeyPlan, plan_key
 if TYPE_CHECKING:
     from clipd.daemon import Daemon
 
-__all__ = ["S3Catalog", "SyncPlan", "catalog_factory", "plan_sync"]
+__all__ = ["S3Catalog", "SyncPlan", "catalog_factory", "plan_sync", "sha256_in_head"]
 
 logger = logging.getLogger(__name__)
 _HEAD_WORKERS = 16
 _DAY_S = 86400.0
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_SHA256_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,13 +215,32 @@ class S3Catalog:
         return list(self.backend.list_blocking(under))
 
     def _sha256_of(self, relpath: str) -> str:
-        head = self.backend.head_blocking(relpath)
-        meta = (head or {}).get("Metadata") or {}
-        sha = str(meta.get("sha256", "")).lower()
-        return sha if _SHA256_HEX.fullmatch(sha) else ""
+        return sha256_in_head(self.backend.head_blocking(relpath, checksums=True) or {})
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def sha256_in_head(head: dict[str, Any]) -> str:
+    """The object's SHA-256 (hex) a HeadObject answer names, or "" when it names none; pure.
+
+    ``x-amz-meta-sha256`` first (clipd writes it on every upload); else the store's own
+    ``ChecksumSHA256`` (asked for with ``ChecksumMode=ENABLED``) when it is a full-object
+    one. A multipart upload's composite checksum (``<base64>-N``, ChecksumType COMPOSITE)
+    hashes the part hashes, not the object, and is ignored.
+    """
+    meta = head.get("Metadata") or {}
+    sha = str(meta.get("sha256", "")).lower()
+    if _SHA256_HEX.fullmatch(sha):
+        return sha
+    checksum = str(head.get("ChecksumSHA256") or "")
+    if not checksum or "-" in checksum or head.get("ChecksumType") == "COMPOSITE":
+        return ""
+    try:
+        digest = base64.b64decode(checksum, validate=True)
+    except binascii.Error:
+        return ""
+    return digest.hex() if len(digest) == _SHA256_BYTES else ""
 
 
 def _live_identities(started: float) -> Callable[[Index], dict[str, tuple[str, Identity]]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from clipd.config import S3Config
 from clipd.index import AsyncIndex, index_path
-from clipd.s3index import S3Catalog, plan_sync
+from clipd.s3index import S3Catalog, plan_sync, sha256_in_head
 from clipd.storage.s3 import ObjectInfo, S3Backend, etag_tag, identity_from
 from tests.helpers import clip_bytes
 from tests.s3server import S3Server
@@ -156,3 +156,64 @@ def test_identity_tells_apart_a_same_size_replacement_within_the_same_second() -
     unchanged = {"2024-01-01/A_j1.mp4": ("j1", replaced.identity)}
     assert plan_sync([replaced], unchanged, "", EXT).to_record == ()
 
+
+_SHA_OF_ABC = hashlib.sha256(b"abc").hexdigest()
+_B64_OF_ABC = "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+
+
+def test_sha256_in_head_prefers_metadata_then_a_full_object_checksum_only() -> None:
+    table: list[tuple[dict[str, object], str]] = [
+        ({"Metadata": {"sha256": "AB" * 32}, "ChecksumSHA256": _B64_OF_ABC}, "ab" * 32),
+        ({"Metadata": {"sha256": "nope"}, "ChecksumSHA256": _B64_OF_ABC}, _SHA_OF_ABC),
+        ({"ChecksumSHA256": _B64_OF_ABC, "ChecksumType": "FULL_OBJECT"}, _SHA_OF_ABC),
+        ({"ChecksumSHA256": _B64_OF_ABC + "-3"}, ""),  # composite multipart checksum
+        ({"ChecksumSHA256": _B64_OF_ABC, "ChecksumType": "COMPOSITE"}, ""),
+        ({"ChecksumSHA256": "not base64!"}, ""),
+        ({"ChecksumSHA256": "YWJj"}, ""),  # base64, but not 32 bytes
+        ({}, ""),
+    ]
+    for head, expected in table:
+        assert sha256_in_head(head) == expected, head
+
+
+def test_catalog_takes_sha256_from_a_full_object_checksum_never_a_composite_one(
+    s3_server: S3Server, make_bucket: Callable[..., str], tmp_path: Path
+) -> None:
+    bucket = make_bucket("cks")
+    s3 = s3_server.client()
+    data = clip_bytes(2000, 8)
+    s3.put_object(
+        Bucket=bucket, Key="clips/2024-02-02/Sum_c1.mp4", Body=data, ChecksumAlgorithm="SHA256"
+    )
+    key = "clips/2024-02-02/Parts_c2.mp4"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
+    parts = []
+    for number, part in enumerate((clip_bytes(5 * 1024 * 1024, 1), b"tail"), start=1):
+        got = s3.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=part,
+            ChecksumAlgorithm="SHA256",
+        )
+        parts.append(
+            {"PartNumber": number, "ETag": got["ETag"], "ChecksumSHA256": got["ChecksumSHA256"]}
+        )
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    from clipd.config import Config
+
+    async def scenario() -> dict[str, str]:
+        index = AsyncIndex(index_path(tmp_path))
+        await index.open()
+        try:
+            catalog = S3Catalog(Config(), index, backend_for(s3_server, bucket))
+            await catalog.reconcile()
+            catalog.close()
+            return {r.job_id: r.sha256 for r in await index.read(lambda ix: list(ix.records()))}
+        finally:
+            await index.close()
+
+    assert asyncio.run(scenario()) == {"c1": hashlib.sha256(data).hexdigest(), "c2": ""}

@@ -382,3 +382,25 @@ def test_index_rows_from_before_the_etag_identity_are_re_recorded_before_ready(
     conn.close()
     assert len(rows) == 2 and all(r[0] != 0 and r[1:] == (1000.0, "Kept") for r in rows), rows
 
+
+def test_an_object_put_with_a_sha256_checksum_by_another_writer_gets_its_etag(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    import hashlib
+    import json
+
+    bucket = make_bucket("cksum")
+    data = clip_bytes(6_000, 9)
+    sha = hashlib.sha256(data).hexdigest()
+    s3_server.client().put_object(
+        Bucket=bucket, Key="2024-06-02/Ext_e1.mp4", Body=data, ChecksumAlgorithm="SHA256"
+    )
+    daemon = make_daemon(env=_env(s3_server, bucket, CLIPD_S3_DOWNLOAD_MODE="proxy")).start()
+
+    status, _, body = daemon.get("/api/v1/jobs/e1")
+    assert status == 200 and json.loads(body)["sha256"] == sha
+    status, headers, body = _no_redirect_get(f"{daemon.url}/api/v1/jobs/e1/download")
+    assert (status, body) == (200, data) and headers["ETag"] == f'"{sha}"'
+    assert "Repr-Digest" in headers

@@ -319,8 +319,13 @@ class S3Backend:
             return None
         return _head_identity(head)
 
-    def head_blocking(self, relpath: str) -> dict[str, Any] | None:
-        """HeadObject of ``relpath`` or None when missing; StorageError otherwise."""
+    def head_blocking(self, relpath: str, *, checksums: bool = False) -> dict[str, Any] | None:
+        """HeadObject of ``relpath`` or None when missing; StorageError otherwise.
+
+        ``checksums`` asks for the stored checksums too (``ChecksumMode=ENABLED``).
+        """
+        if checksums:
+            return self._call_on_object(self.client.head_object, relpath, ChecksumMode="ENABLED")
         return self._call_on_object(self.client.head_object, relpath)
 
     def _call_on_object(
