@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from clipd import __version__
 
-__all__ = ["IndexCollector", "Metrics", "TreeGauges", "render"]
+__all__ = ["IndexCollector", "Metrics", "TreeGauges", "render", "used_ratio"]
 
 
 @dataclass
@@ -129,8 +129,8 @@ class IndexCollector(Collector):
             ("clipd_disk_free_bytes", "Free bytes on the clips filesystem.", g.disk_free_bytes),
             (
                 "clipd_disk_used_ratio",
-                "Used fraction (0-1) of the clips filesystem.",
-                g.disk_used_bytes / g.disk_total_bytes if g.disk_total_bytes else 0.0,
+                "Used fraction (0-1) of the clips filesystem, as df counts it.",
+                used_ratio(g.disk_total_bytes, g.disk_used_bytes, g.disk_free_bytes),
             ),
             (
                 "clipd_backup_backlog_files",
@@ -139,6 +139,13 @@ class IndexCollector(Collector):
             ),
         ):
             yield GaugeMetricFamily(name, doc, value=float(value))
+
+
+def used_ratio(total_bytes: int, used_bytes: int, free_bytes: int) -> float:
+    """Used fraction of a filesystem as ``df``, ``clipd monitor`` and the retention
+    watermarks count it: used over what writers may use (root's reserve left out)."""
+    usable = used_bytes + free_bytes
+    return used_bytes / usable if total_bytes and usable else 0.0
 
 
 def render(registry: CollectorRegistry) -> bytes:

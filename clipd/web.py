@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from clipd.config import Config
 from clipd.errors import ClipdError
 from clipd.index import AsyncIndex
-from clipd.metrics import Metrics, TreeGauges, render
+from clipd.metrics import Metrics, TreeGauges, render, used_ratio
 from clipd.storage import Backend
 
 __all__ = ["STATE", "DiskUsage", "State", "error_body", "make_app"]
@@ -188,8 +188,8 @@ async def _storage_metrics(request: web.Request) -> web.Response:
             "disk_total_bytes": disk.total_bytes,
             "disk_free_bytes": disk.free_bytes,
             "disk_used_bytes": disk.used_bytes,
-            "disk_used_ratio": (
-                round(disk.used_bytes / disk.total_bytes, 6) if disk.total_bytes else 0.0
+            "disk_used_ratio": round(
+                used_ratio(disk.total_bytes, disk.used_bytes, disk.free_bytes), 6
             ),
         }
     )

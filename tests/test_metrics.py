@@ -87,8 +87,8 @@ def test_collector_reports_the_snapshot_values_exactly() -> None:
         ("clipd_clip_bytes", ()): 3000.0,
         ("clipd_disk_total_bytes", ()): 1000.0,
         ("clipd_disk_free_bytes", ()): 250.0,
-        # used / total, not (total - free) / total
-        ("clipd_disk_used_ratio", ()): 0.6,
+        # used / (used + free), as df and `clipd monitor` count it
+        ("clipd_disk_used_ratio", ()): 600 / 850,
         ("clipd_backup_backlog_files", ()): 2.0,
     }
 
@@ -111,6 +111,16 @@ def test_collector_reads_a_fresh_snapshot_at_each_scrape() -> None:
     assert samples[("clipd_clip_files", ())] == 7.0
     assert samples[("clipd_ready", ())] == 0.0
     assert len(calls) == 2
+
+
+def test_disk_used_ratio_leaves_roots_reserve_out_like_df_and_clipd_monitor() -> None:
+    # ext4 keeps 5 % for root: at df's 90 % used / total is only 0.855, so an alert on
+    # used / total > 0.90 fired long after `clipd monitor` went CRITICAL (or never, on a
+    # filesystem with a large reserve). The ratio counts what writers can use, like df.
+    registry = CollectorRegistry()
+    gauges = GAUGES._replace(disk_total_bytes=1000, disk_used_bytes=855, disk_free_bytes=95)
+    registry.register(IndexCollector(lambda: gauges))
+    assert registry.get_sample_value("clipd_disk_used_ratio") == 0.9
 
 
 def test_disk_used_ratio_is_zero_when_the_disk_size_is_unknown() -> None:

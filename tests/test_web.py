@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,17 @@ async def test_storage_metrics_have_the_legacy_fields(aiohttp_client, state: Sta
     assert body["file_count"] == 1
     assert body["base_path"] == str(state.clips_dir.resolve())
     assert 0 < body["disk_used_ratio"] < 1
+
+
+async def test_storage_metrics_disk_ratio_is_dfs_percent(aiohttp_client, state: State) -> None:
+    # The same figure as df, `clipd monitor` and the retention watermarks: used over
+    # what writers may use (root's reserve left out), not over the raw size.
+    client = await aiohttp_client(make_app(state))
+    body = await (await client.get("/api/v1/storage/metrics")).json()
+    st = os.statvfs(state.clips_dir)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    df_ratio = used / (used + st.f_bavail * st.f_frsize)
+    assert body["disk_used_ratio"] == pytest.approx(df_ratio, abs=0.005)
 
 
 async def test_metrics_are_prometheus_text_in_base_units(aiohttp_client, state: State) -> None:
