@@ -50,15 +50,15 @@ def add_commands(
     """Register the operator commands on the ``clipd`` parser."""
     cleanup = sub.add_parser("cleanup", help="apply the retention policy once (or --dry-run)")
     add_common(cleanup)
-    mode = cleanup.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    # The legacy cleanup_old_files.py flags: the cron lines of existing installs keep working.
-    mode.add_argument(
+    cleanup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    # The legacy cleanup_old_files.py flags: the cron lines of existing installs keep working,
+    # alone or together (``--dry-run --report --monitor``: plan, report, status, in that order).
+    cleanup.add_argument(
         "--report",
         action="store_true",
         help="legacy alias of 'clipd report': print the storage report, delete nothing",
     )
-    mode.add_argument(
+    cleanup.add_argument(
         "--monitor",
         action="store_true",
         help="legacy alias of 'clipd monitor' (default thresholds): one status line, "
@@ -141,10 +141,35 @@ def _gb(size: int) -> str:
 
 
 def _cmd_cleanup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    if args.report:
-        return _cmd_report(args, environ)
-    if args.monitor:
-        return _cmd_monitor(args, environ)
+    steps = [
+        step
+        for wanted, step in (
+            (args.dry_run, _run_cleanup),
+            (args.report, _cmd_report),
+            (args.monitor, _cmd_monitor),
+        )
+        if wanted
+    ]
+    if len(steps) <= 1:
+        return (steps[0] if steps else _run_cleanup)(args, environ)
+    # The legacy cron line (``--dry-run --max-age 24 --size-threshold 5.0 --report
+    # --monitor``): each flag is read-only, so all run, in order; the worst exit code wins.
+    if args.json:
+        print(
+            "clipd cleanup: error: --json takes one of --dry-run, --report, --monitor",
+            file=sys.stderr,
+        )
+        return 2
+    codes = []
+    for i, step in enumerate(steps):
+        if i:
+            print(flush=True)
+        codes.append(step(args, environ))
+        sys.stdout.flush()
+    return max(codes)
+
+
+def _run_cleanup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = config_from_args(
         args,
         environ,

@@ -178,9 +178,32 @@ def test_cleanup_monitor_is_the_legacy_alias_of_monitor_and_deletes_nothing(
     assert (tree_listing(clips_dir), index_rows(clips_dir)) == before
 
 
-def test_cleanup_legacy_modes_are_exclusive_and_documented(clips_dir: Path) -> None:
-    assert clipd(clips_dir, "cleanup", "--report", "--monitor").returncode == 2
-    assert clipd(clips_dir, "cleanup", "--dry-run", "--report").returncode == 2
+def test_cleanup_runs_the_legacy_cron_line_as_written_and_deletes_nothing(
+    clips_dir: Path,
+) -> None:
+    # Issue 5 quotes the legacy cron line; its three read-only flags run in order.
+    make_tree(clips_dir, {"old": ("2026-01-01", 30), "new": ("2026-01-02", 1)})
+    before = (tree_listing(clips_dir), index_rows(clips_dir))
+    legacy = clipd(
+        clips_dir,
+        *("cleanup", "--dry-run", "--max-age", "24", "--size-threshold", "5.0"),
+        *("--report", "--monitor"),
+    )
+    monitor = clipd(clips_dir, "monitor")
+    assert legacy.returncode == monitor.returncode, legacy.stderr
+    plan, report, *_, status = legacy.stdout.split("\n\n")
+    assert plan.startswith("Dry run: would delete 1 files")
+    assert "2026-01-01/Clip_old.mp4" in plan
+    assert report.startswith("=== STORAGE REPORT ===\nDirectory: ") and "Files: 2\n" in report
+    assert status == monitor.stdout
+    assert (tree_listing(clips_dir), index_rows(clips_dir)) == before
+
+
+def test_cleanup_legacy_modes_are_documented_and_one_at_a_time_with_json(
+    clips_dir: Path,
+) -> None:
+    both = clipd(clips_dir, "cleanup", "--report", "--monitor", "--json")
+    assert both.returncode == 2 and "--json" in both.stderr
     helptext = " ".join(clipd(clips_dir, "cleanup", "--help").stdout.split())
     assert "--report legacy alias of 'clipd report'" in helptext
     assert "--monitor legacy alias of 'clipd monitor'" in helptext
