@@ -110,6 +110,15 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ClipdError as exc:
+        if exc.status >= 500:  # clipd's or its store's fault: the operator must see it
+            logger.warning(
+                "%s %s answered %d %s: %s",
+                request.method,
+                request.path,
+                exc.status,
+                exc.error,
+                exc.detail,
+            )
         return error_body(exc.status, exc.error, exc.detail)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":

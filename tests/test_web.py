@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from clipd import config as config_mod
+from clipd.errors import NotFound, StorageError
 from clipd.index import AsyncIndex, ClipRecord, index_path
 from clipd.metrics import IndexCollector, Metrics
 from clipd.storage.local import LocalBackend
@@ -105,3 +108,25 @@ async def test_unknown_path_and_method_answer_json(aiohttp_client, state: State)
     assert response.status == 405
     assert (await response.json())["error"] == "method_not_allowed"
     assert "Allow" in response.headers
+
+
+async def test_a_5xx_answer_is_logged_for_the_operator(
+    aiohttp_client, state: State, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A store outage answers 502 to every download; `journalctl -p warning` must show it.
+    async def store_down(request: web.Request) -> web.Response:
+        raise StorageError("s3://b/k: Could not connect to the endpoint URL")
+
+    async def unknown(request: web.Request) -> web.Response:
+        raise NotFound("no clip with job id x")
+
+    state.ready = True
+    routes = [web.get("/down", store_down), web.get("/unknown", unknown)]
+    client = await aiohttp_client(make_app(state, routes))
+    with caplog.at_level(logging.INFO, logger="clipd.web"):
+        assert (await client.get("/down")).status == 502
+        assert (await client.get("/unknown")).status == 404
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "GET /down answered 502 storage_error: s3://b/k: Could not connect to the endpoint URL"
+    ]
