@@ -267,6 +267,7 @@ async def retention_service(daemon: Daemon) -> None:
     wake = asyncio.Event()
     daemon.ingestor.on_recorded.append(wake.set)
     local = stores_locally(daemon.backend)
+    daemon.metrics.retention_enabled.set(1)
     try:
         triggered = False
         draining = False

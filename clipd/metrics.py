@@ -67,6 +67,11 @@ class Metrics:
             "When retention last finished (Unix time).",
             registry=r,
         )
+        self.retention_enabled = Gauge(
+            "clipd_retention_enabled",
+            "1 when this instance runs retention (0: disabled, or an s3 follower).",
+            registry=r,
+        )
         self.retention_last_duration = Gauge(
             "clipd_retention_last_run_duration_seconds",
             "How long the last retention run took.",

@@ -140,6 +140,20 @@ def test_daemon_evicts_oldest_first_as_clips_arrive(
     assert "Cleanup completed: 1 files deleted, 0.4 MB freed, 0 empty dirs removed" in daemon.log()
 
 
+def test_an_instance_that_runs_no_retention_says_so_in_its_metrics(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    # Its last-run timestamp stays 0 forever; without clipd_retention_enabled the
+    # ClipdRetentionStale alert could not tell it (an s3 follower, retention off) from a
+    # leader whose retention stopped, and fired for it from the first scrape.
+    off = make_daemon(env={"CLIPD_RETENTION_ENABLED": "false"}).start()
+    assert off.metric("clipd_retention_enabled") == 0
+    assert off.metric("clipd_retention_last_run_timestamp_seconds") == 0
+    off.stop()
+    on = make_daemon().start()
+    wait_for(lambda: on.metric("clipd_retention_enabled") == 1, what="retention enabled")
+
+
 def test_cleanup_keeps_a_young_empty_day_folder(tmp_path: Path) -> None:
     clips = tmp_path / "clips"
     old = clips / "2026-01-01"

@@ -45,6 +45,7 @@ CLIPD_METRICS = frozenset(
         "clipd_ready",
         "clipd_backup_backlog_files",
         "clipd_retention_last_run_timestamp_seconds",
+        "clipd_retention_enabled",
         "clipd_retention_last_run_duration_seconds",
         "clipd_ingested_files_total",
         "clipd_ingested_bytes_total",
