@@ -281,8 +281,15 @@ def _cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     ix = Index(index_path(clips_dir))
     try:
         data = gather_report(ix, clips_dir, usage_of(clips_dir), time.time(), args.since)
+        unindexed = gather_blocking(ix, clips_dir, local=True).unindexed
     finally:
         ix.close()
+    if unindexed:
+        logger.warning(
+            "%d files on disk are not in the index yet and are not counted "
+            "(the daemon indexes them)",
+            len(unindexed),
+        )
     if args.json:
         print(json.dumps(data, indent=2))
     else:

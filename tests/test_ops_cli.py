@@ -151,6 +151,22 @@ def test_other_commands_keep_exit_2_for_bad_usage(clips_dir: Path) -> None:
     assert clipd(clips_dir, "cleanup", "--bogus").returncode == 2
 
 
+def test_report_warns_when_clips_on_disk_are_not_in_the_index(clips_dir: Path) -> None:
+    # A tree the daemon has not indexed yet (first install, daemon stopped): the report
+    # counts only indexed clips, so it must not let "Files: 0" pass for the truth.
+    now = time.time()
+    for i in range(3):
+        path = clips_dir / "2026-01-01" / f"Clip_new{i}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(clip_bytes(1000, i))
+        os.utime(path, (now, now))
+    result = clipd(clips_dir, "report")
+    assert result.returncode == 0, result.stderr
+    assert "Files: 0\n" in result.stdout
+    assert "3 files on disk are not in the index yet" in result.stderr
+    assert "not in the index" not in clipd(clips_dir, "report", "--json").stdout
+
+
 def test_cleanup_report_is_the_legacy_alias_of_report_and_deletes_nothing(
     clips_dir: Path,
 ) -> None:
