@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from clipd.errors import ClipdError, StorageError
+from clipd.errors import ClipdError, InvalidRequest, StorageError
 from clipd.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -58,10 +58,25 @@ def _print_summary(summary: Summary, as_json: bool, verb: str) -> None:
     )
 
 
+def _source(args: argparse.Namespace, config: Config) -> str:
+    """``--from``, else the legacy ``S3_BUCKET`` / ``S3_PREFIX`` (``[s3] bucket``/``prefix``),
+    which the legacy migrate_s3_to_local.py and verify_migration.py read."""
+    if args.source:
+        return str(args.source)
+    if args.command == "restore":
+        bucket, prefix, where = config.backup.s3_bucket, config.backup.prefix, "[backup] s3_bucket"
+    else:
+        bucket, prefix, where = config.s3.bucket, config.s3.prefix, "S3_BUCKET, [s3] bucket"
+    if bucket:
+        return f"s3://{bucket}/{prefix}"
+    raise InvalidRequest(f"{args.command}: give --from s3://BUCKET[/PREFIX] (or set {where})")
+
+
 def _cmd_migrate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from clipd.migrate import run_migrate
 
     config = _config(args, environ)
+    args.source = _source(args, config)
     summary = run_migrate(args, config)
     _print_summary(summary, args.json, args.command)
     left_behind = _clips_left_behind(summary, frozenset(config.storage.extensions))
@@ -84,7 +99,7 @@ def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from clipd.migrate_fetch import Fetcher
 
     config = _config(args, environ)
-    client, bucket, prefix = source_of(args.source, config, args.concurrency + 4)
+    client, bucket, prefix = source_of(_source(args, config), config, args.concurrency + 4)
     plan = list_source(client, bucket, prefix, config)
     report = verify_tree(
         Fetcher(client, bucket, config.clips_dir, {}), plan, config.clips_dir, args.concurrency
@@ -195,13 +210,18 @@ def _cmd_lifecycle(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
-def _add_source(cmd: argparse.ArgumentParser, what: str) -> None:
+_LEGACY_SOURCE = (
+    "s3://$S3_BUCKET/$S3_PREFIX ([s3] bucket and prefix), as the legacy scripts read it"
+)
+_BACKUP_SOURCE = "the [backup] s3_bucket and prefix"
+
+
+def _add_source(cmd: argparse.ArgumentParser, what: str, default: str = _LEGACY_SOURCE) -> None:
     cmd.add_argument(
         "--from",
         dest="source",
-        required=True,
         metavar="s3://BUCKET[/PREFIX]",
-        help=f"bucket (and optional prefix) to {what}",
+        help=f"bucket (and optional prefix) to {what}; default {default}",
     )
     cmd.add_argument(
         "--concurrency",
@@ -220,7 +240,7 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     ):
         cmd = sub.add_parser(name, help=help_text)
         add_common(cmd)
-        _add_source(cmd, "copy from")
+        _add_source(cmd, "copy from", _BACKUP_SOURCE if name == "restore" else _LEGACY_SOURCE)
         cmd.add_argument(
             "--dry-run", action="store_true", help="list what would be moved; change nothing"
         )
