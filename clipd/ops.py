@@ -277,6 +277,8 @@ def _cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     config = config_from_args(args, environ)
     setup_logging(config.log.level, environ)
+    if config.storage.backend == "s3":
+        return _report_s3(args, config)
     clips_dir = _local_tree(config)
     ix = Index(index_path(clips_dir))
     try:
@@ -297,13 +299,37 @@ def _cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def _report_s3(args: argparse.Namespace, config: Config) -> int:
+    """The report of an s3-mode instance: the bucket's index under ``clips_dir/.clipd``
+    (kept by the daemon's listing), with no disk figures."""
+    from clipd.report import gather_blocking as gather_report
+    from clipd.storage.s3keys import normalize_prefix
+
+    path = index_path(config.clips_dir)
+    if not path.is_file():
+        raise ConfigError(f"storage.clips_dir: no index at {path} (has 'clipd run' started?)")
+    ix = Index(path)
+    try:
+        data = gather_report(ix, config.clips_dir, None, time.time(), args.since)
+    finally:
+        ix.close()
+    # As /api/v1/storage/metrics names it (the s3 backend's base_path).
+    data["directory"] = f"s3://{config.s3.bucket}/{normalize_prefix(config.s3.prefix)}".rstrip("/")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_report(data, sys.stdout)
+    return 0
+
+
 def _print_report(data: dict[str, Any], out: TextIO) -> None:
+    disk = data["disk_usage_percent"]
     lines = [
         "=== STORAGE REPORT ===",
         f"Directory: {data['directory']}",
         f"Files: {data['files']}",
         f"Total Size: {_gb(data['total_bytes'])}",
-        f"Disk Usage: {data['disk_usage_percent']}%",
+        "Disk Usage: n/a (s3)" if disk is None else f"Disk Usage: {disk}%",
         f"File Types: {data['file_types']}",
         f"Age Distribution: {data['age_distribution']}",
         "",

@@ -167,6 +167,38 @@ def test_report_warns_when_clips_on_disk_are_not_in_the_index(clips_dir: Path) -
     assert "not in the index" not in clipd(clips_dir, "report", "--json").stdout
 
 
+def test_report_in_s3_mode_comes_from_the_bucket_index(clips_dir: Path) -> None:
+    # With STORAGE_BACKEND=s3 the local tree holds only .clipd/ (the bucket's index);
+    # the report reads it like a local one, with no disk figures (issue 6).
+    import shutil
+
+    make_tree(clips_dir, {"old": ("2026-01-01", 30), "new": ("2026-01-02", 1)})
+    for day in ("2026-01-01", "2026-01-02"):
+        shutil.rmtree(clips_dir / day)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "CLIPS_DIR": str(clips_dir),
+        "STORAGE_BACKEND": "s3",
+        "S3_BUCKET": "clips-bucket",
+        "S3_PREFIX": "legacy",
+    }
+
+    def report(*extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "clipd", "report", *extra]
+        return subprocess.run(argv, env=env, text=True, capture_output=True, timeout=60)
+
+    as_json = report("--json")
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["directory"] == "s3://clips-bucket/legacy"  # as /api/v1/storage/metrics
+    assert (data["files"], data["total_bytes"]) == (2, 2000)
+    assert data["disk_usage_percent"] is None
+    assert data["age_distribution"]["1-6h"] == 1 and data["age_distribution"]["1-7d"] == 1
+    text = report()
+    assert text.returncode == 0, text.stderr
+    assert "Files: 2\n" in text.stdout and "Disk Usage: n/a (s3)\n" in text.stdout
+
+
 def test_cleanup_report_is_the_legacy_alias_of_report_and_deletes_nothing(
     clips_dir: Path,
 ) -> None:
