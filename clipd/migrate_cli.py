@@ -8,6 +8,7 @@ compares the local tree with a bucket clip by clip, with the same evidence rules
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -107,6 +108,8 @@ def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        for entry in report["not_clips"]:
+            print(f"not a clip: {entry['key']}: {entry['detail']}")
         for kind in ("missing", "extra", "different"):
             for entry in report[kind]:
                 print(f"{kind}: {entry['job_id']}: {entry['detail']}")
@@ -127,6 +130,7 @@ def verify_tree(
     from clipd.migrate_fetch import Status
     from clipd.naming import parse_relpath
     from clipd.reconcile import walk_tree
+    from clipd.storage.s3keys import NotClip
 
     rows: dict[str, ClipRecord] = {}
     if index_path(clips_dir).exists():
@@ -141,6 +145,8 @@ def verify_tree(
     def check(item: Item) -> tuple[str, str]:
         dest = clips_dir / item.plan.local_relpath
         if not os.path.lexists(dest):
+            if not _starts_like_a_clip(fetcher, item):
+                return "not_clips", NotClip.BAD_SIGNATURE.value  # migrate never places it
             return "missing", f"{item.info.key} -> {item.plan.local_relpath}"
         try:
             result = fetcher.check_present(item, dest)
@@ -155,6 +161,7 @@ def verify_tree(
         "missing": [],
         "extra": [],
         "different": [],
+        "not_clips": [],
     }
     for item, (kind, detail) in zip(plan.items, outcomes, strict=True):
         if kind != "ok":
@@ -166,6 +173,24 @@ def verify_tree(
         if relpath not in expected_paths and parsed is not None:
             report["extra"].append({"job_id": parsed[1].job_id, "key": "", "detail": relpath})
     return report
+
+
+def _starts_like_a_clip(fetcher: Fetcher, item: Item) -> bool:
+    """Do the object's first bytes carry its extension's container signature? A ranged
+    GET of 64 bytes; True when the store cannot tell us (the clip then counts as missing)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from clipd.checks import signature_ok
+
+    try:
+        answer = fetcher.client.get_object(
+            Bucket=fetcher.bucket, Key=item.info.key, Range="bytes=0-63"
+        )
+        with contextlib.closing(answer["Body"]) as body:
+            head = body.read()
+    except (BotoCoreError, ClientError, OSError):
+        return True
+    return signature_ok(item.plan.name.ext, head)
 
 
 def lifecycle_rule(config: Config) -> dict[str, Any]:

@@ -53,6 +53,35 @@ def test_an_object_named_like_a_clip_but_left_behind_fails_the_run(
     assert [o["key"] for o in summary["not_clip_objects"]] == ["legacy/2024-05-01/Junk_job2.mp4"]
 
 
+def test_verify_migration_lists_junk_as_not_a_clip_not_as_missing(
+    s3_server: S3Server,
+    make_bucket: Callable[..., str],
+    s3_env: dict[str, str],  # noqa: F811
+    clips_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # migrate never places an object whose bytes are not a clip; calling it "missing"
+    # made verify-migration fail forever, and no re-run of migrate could mend that.
+    s3 = s3_server.client()
+    bucket = make_bucket("migcli3")
+    put(s3, bucket, "legacy/2024-05-01/Cat_job1.mp4", clip_bytes(3000, 1))
+    put(s3, bucket, "legacy/2024-05-01/Junk_job2.mp4", b"not a video at all" * 10)
+    put(s3, bucket, "legacy/2024-05-01/Lost_job3.mp4", clip_bytes(3000, 3))
+    env = {**s3_env, "CLIPS_DIR": str(clips_dir)}
+    assert run(["migrate", "--from", f"s3://{bucket}/legacy"], env, capsys)[0] == 1
+
+    code, report = run(["verify-migration", "--from", f"s3://{bucket}/legacy"], env, capsys)
+    assert (code, report["matching"], report["missing"]) == (0, 2, []), report
+    assert [(e["job_id"], e["key"]) for e in report["not_clips"]] == [
+        ("job2", "legacy/2024-05-01/Junk_job2.mp4")
+    ]
+    assert "container signature" in report["not_clips"][0]["detail"]
+    # A real clip gone from the tree is still missing.
+    (clips_dir / "2024-05-01" / "Lost_job3.mp4").unlink()
+    code, report = run(["verify-migration", "--from", f"s3://{bucket}/legacy"], env, capsys)
+    assert code == 1 and [e["job_id"] for e in report["missing"]] == ["job3"], report
+
+
 def test_migrate_and_verify_take_the_legacy_s3_bucket_when_from_is_left_out(
     s3_server: S3Server,
     make_bucket: Callable[..., str],
