@@ -38,7 +38,7 @@ from clipd.errors import Forbidden, IntegrityMismatch, NotFound, PreconditionFai
 from clipd.index import ClipRecord, Identity, Index
 from clipd.jobs import CONTENT_TYPES, find_record, job_id_of
 from clipd.proxy import ObjectChanged, proxy_download
-from clipd.quarantine import quarantine_file
+from clipd.quarantine import integrity_reason, quarantine_file
 from clipd.record_cache import RecordCache
 from clipd.signing import Verdict, download_path, verify
 from clipd.storage import Backend
@@ -192,7 +192,7 @@ async def _verified(state: State, found: _Found) -> ClipRecord:
     record, local = found.record, found.local
     current = found.current if found.stat_done else await state.backend.stat(record.relpath)
     if current is None:
-        raise NotFound(f"the file of job {record.job_id} is gone")
+        await _gone(state, record, local)
     if current == record.identity:
         return record
     if local is None:
@@ -203,7 +203,7 @@ async def _verified(state: State, found: _Found) -> ClipRecord:
     try:
         sha256, identity = await asyncio.to_thread(sha256_file, local)
     except FileNotFoundError:
-        raise NotFound(f"the file of job {record.job_id} is gone") from None
+        await _gone(state, record, local)
     except FileChangedError:
         logger.warning(
             "job %s: %s is being modified right now; refused", record.job_id, record.relpath
@@ -222,6 +222,19 @@ async def _verified(state: State, found: _Found) -> ClipRecord:
     if sha256 != record.sha256:
         await _refuse(state, record, f"sha256 {sha256} != recorded {record.sha256}")
     return await _refresh(state, record, identity)
+
+
+async def _gone(state: State, record: ClipRecord, local: Path | None) -> NoReturn:
+    """Raise 404 for a vanished file, or 409 when the watcher quarantined it for its bytes."""
+    if local is not None:
+        reason = await asyncio.to_thread(
+            integrity_reason, state.clips_dir, record.relpath, record.job_id
+        )
+        if reason is not None:
+            raise IntegrityMismatch(
+                f"the file of job {record.job_id} no longer matches its SHA-256; it was quarantined"
+            )
+    raise NotFound(f"the file of job {record.job_id} is gone")
 
 
 async def _refresh(state: State, record: ClipRecord, identity: Identity) -> ClipRecord:

@@ -6,6 +6,7 @@ Nothing is ever silently deleted: a file that fails validation or integrity goes
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from clipd.index import INDEX_DIRNAME
 
-__all__ = ["QUARANTINE_DIRNAME", "quarantine_dir", "quarantine_file"]
+__all__ = ["QUARANTINE_DIRNAME", "integrity_reason", "quarantine_dir", "quarantine_file"]
 
 logger = logging.getLogger(__name__)
 QUARANTINE_DIRNAME = "quarantine"
@@ -69,3 +70,27 @@ def _quarantine_locked(clips_dir: Path, relpath: str, reason: str, job_id: str) 
         return None
     logger.warning("quarantined %s (job %s): %s -> %s", relpath, job_id or "-", reason, target)
     return target
+
+
+def integrity_reason(clips_dir: Path, relpath: str, job_id: str) -> str | None:
+    """The reason ``relpath`` of ``job_id`` was quarantined for its bytes, if it was; blocks.
+
+    Lets a download that finds its file gone tell "deleted" from "moved away because its
+    bytes changed" (the watcher's ingest may quarantine it first).
+    """
+    folder, slash, name = relpath.partition("/")
+    day = folder if slash and folder else "unknown"
+    for note_path in (quarantine_dir(clips_dir) / day).glob(f"{glob.escape(name)}*.json"):
+        try:
+            note = json.loads(note_path.read_text())
+        except (OSError, ValueError):
+            continue
+        reason = note.get("reason") if isinstance(note, dict) else None
+        if (
+            isinstance(reason, str)
+            and reason.startswith("integrity")
+            and note.get("original_path") == relpath
+            and note.get("job_id") == job_id
+        ):
+            return reason
+    return None

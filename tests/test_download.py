@@ -190,6 +190,20 @@ async def test_a_tampered_clip_the_watcher_quarantined_first_is_counted_once(
     assert await api.row("job1") is None
 
 
+async def test_a_tampered_clip_the_watcher_moved_away_mid_check_is_refused_with_409(
+    api: Api,
+) -> None:
+    record = await api.add("job1")
+    path = api.clips_dir / record.relpath
+    path.write_bytes(b"X" * record.size_bytes)
+    # The watcher's ingest saw the same change and quarantined the file before this
+    # download looked; its row is still in the index for a moment.
+    download.quarantine_file(api.clips_dir, record.relpath, "integrity: bytes changed", "job1")
+    body = await _error(await api.client.get("/api/v1/jobs/job1/download"), 409)
+    assert body["error"] == "integrity_mismatch"
+    assert "quarantined" in body["detail"]
+
+
 @pytest.mark.parametrize("change", ["removed", "rewritten"])
 async def test_clip_changed_between_check_and_send_is_checked_again(
     api: Api, monkeypatch: pytest.MonkeyPatch, change: str
