@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from clipd.index import ClipRecord, Index, index_path
+from clipd.index import Index, index_path
+from clipd.record import ClipRecord
 
 _DAYS = 30
 _AGE_H = 48

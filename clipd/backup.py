@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from clipd.errors import StorageError
-from clipd.index import ClipRecord
+from clipd.record import ClipRecord
 from clipd.storage.s3 import make_client, upload_file
 from clipd.storage.s3keys import join_key, normalize_prefix
 

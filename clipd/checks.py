@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipd.index import Identity
+from clipd.record import Identity
 
 __all__ = [
     "BLOCK_BYTES",

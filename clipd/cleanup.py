@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clipd import eviction
+from clipd.async_index import AsyncIndex
 from clipd.config import Config
 from clipd.eviction import Applied
-from clipd.index import AsyncIndex, ClipSummary, Index
+from clipd.index import Index
 from clipd.naming import is_day_folder
+from clipd.record import ClipSummary
 from clipd.retention import GB, Plan, Policy, TmpFile, Usage, over_high_mark, plan
 from clipd.storage import Backend
 

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from clipd.checks import identity_of
 from clipd.conditional import Decision, Outcome
-from clipd.index import Identity
+from clipd.record import Identity
 
 __all__ = ["STRIPPED", "CheckedPath", "ClipFileResponse", "StaleEntry"]
 

@@ -21,9 +21,10 @@ import aiohttp
 from aiohttp import web
 
 from clipd import config as config_mod
+from clipd.async_index import AsyncIndex
 from clipd.config import Config
 from clipd.errors import ClipdError, ConfigError
-from clipd.index import AsyncIndex, index_path
+from clipd.index import index_path
 from clipd.ingest import Ingestor
 from clipd.logs import setup_logging
 from clipd.metrics import IndexCollector, Metrics

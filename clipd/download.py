@@ -35,10 +35,11 @@ from clipd.conditional import Decision, Outcome, decide
 from clipd.config import WebConfig
 from clipd.downloads_log import download_log
 from clipd.errors import Forbidden, IntegrityMismatch, NotFound, PreconditionFailed, StorageError
-from clipd.index import ClipRecord, Identity, Index
+from clipd.index import Index
 from clipd.jobs import CONTENT_TYPES, find_record, job_id_of
 from clipd.proxy import ObjectChanged, proxy_download
 from clipd.quarantine import integrity_reason, quarantine_file
+from clipd.record import ClipRecord, Identity
 from clipd.record_cache import RecordCache
 from clipd.signing import Verdict, download_path, verify
 from clipd.storage import Backend

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from clipd.index import AsyncIndex
+from clipd.async_index import AsyncIndex
 from clipd.naming import day_of
 
 if TYPE_CHECKING:

@@ -31,9 +31,9 @@ from enum import Enum
 from typing import IO, Any
 
 from clipd.checks import Examined, FileChangedError, examine_file, identity_of, open_clip
-from clipd.index import ClipRecord, new_record
 from clipd.naming import ClipName, parse_clip_name
 from clipd.reconcile import StatTuple
+from clipd.record import ClipRecord, new_record
 
 __all__ = ["HashWorkers", "Outcome", "Request", "Verdict", "WorkerGone", "examine_one"]
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from operator import methodcaller
 from pathlib import Path
 
+from clipd.async_index import AsyncIndex
 from clipd.config import IngestConfig, StorageConfig
 from clipd.hashworker import (
     HashWorkers,
@@ -31,11 +32,12 @@ from clipd.hashworker import (
     examine_many,
     examine_one,
 )
-from clipd.index import AsyncIndex, ClipRecord, Index
+from clipd.index import Index
 from clipd.metrics import Metrics
 from clipd.naming import is_day_folder, is_ignored, parse_relpath
 from clipd.quarantine import quarantine_file
 from clipd.reconcile import ReconcilePlan, StatTuple, Walk, plan_reconcile, walk_tree
+from clipd.record import ClipRecord
 
 __all__ = ["Ingestor", "Outcome", "ReconcileReport"]
 

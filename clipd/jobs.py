@@ -15,8 +15,8 @@ from aiohttp import web
 
 from clipd.config import WebConfig
 from clipd.errors import Forbidden, InvalidJobId, NotFound
-from clipd.index import ClipRecord
 from clipd.naming import is_job_id
+from clipd.record import ClipRecord
 from clipd.removal import remove_clip
 from clipd.signing import download_path
 from clipd.web import STATE, State

@@ -33,8 +33,9 @@ from typing import Any, TextIO
 from clipd.checks import identity_of
 from clipd.config import Config
 from clipd.errors import ClipdError, StorageError
-from clipd.index import ClipRecord, Index, index_path, new_record
+from clipd.index import Index, index_path
 from clipd.migrate_fetch import Fetcher, Item, Result, Status
+from clipd.record import ClipRecord, new_record
 from clipd.storage.local import fsync_dir
 from clipd.storage.s3 import ObjectInfo, list_objects, list_pages, make_client
 from clipd.storage.s3keys import NotClip, parse_s3_url, plan_key

@@ -126,10 +126,11 @@ def verify_tree(
     """Compare every clip object with the local copy (size and hash); blocks."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from clipd.index import ClipRecord, Index, index_path
+    from clipd.index import Index, index_path
     from clipd.migrate_fetch import Status
     from clipd.naming import parse_relpath
     from clipd.reconcile import walk_tree
+    from clipd.record import ClipRecord
     from clipd.storage.s3keys import NotClip
 
     rows: dict[str, ClipRecord] = {}

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from clipd.checks import BLOCK_BYTES, identity_of, signature_ok
 from clipd.errors import ClipdError, StorageError
-from clipd.index import ClipRecord
+from clipd.record import ClipRecord
 from clipd.storage.s3 import ObjectInfo, Presigner
 from clipd.storage.s3keys import KeyPlan, NotClip
 from clipd.storage.s3verify import (

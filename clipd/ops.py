@@ -24,8 +24,9 @@ from clipd.cli import config_from_args
 from clipd.config import Config
 from clipd.errors import ClipdError, ConfigError
 from clipd.eviction import Applied, apply_blocking
-from clipd.index import ClipRecord, Index, index_path
+from clipd.index import Index, index_path
 from clipd.logs import setup_logging
+from clipd.record import ClipRecord
 from clipd.retention import GB, Plan, Policy, plan
 
 # report and verify import what only they use inside their handlers, so that each

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from clipd.conditional import Decision, Outcome
 from clipd.errors import NotFound
-from clipd.index import ClipRecord, Identity
+from clipd.record import ClipRecord, Identity
 from clipd.storage import Backend
 
 __all__ = ["CHUNK_BYTES", "ObjectChanged", "proxy_download"]

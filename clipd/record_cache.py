@@ -14,7 +14,7 @@ When an entry is used (all of this is checked by :func:`clipd.download._find`):
   or deleted file, a symlink) drops the entry and the download reads the index, which
   decides as before (refresh, 409 and quarantine, 404);
 - the index must not have changed since the record was read
-  (:attr:`clipd.index.AsyncIndex.generation`, checked before and after the ``lstat``).
+  (:attr:`clipd.async_index.AsyncIndex.generation`, checked before and after the ``lstat``).
   The generation is bumped after each committed write of this daemon that changed a
   clip row (removals, quarantines, refreshes, re-ingests, uploads: seen at once; new
   clips, download counters and verification or backup marks keep it:
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipd.index import ClipRecord
+from clipd.record import ClipRecord
 
 __all__ = ["CACHE_CAPACITY", "MAX_AGE_S", "CachedRecord", "RecordCache"]
 

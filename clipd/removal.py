@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from clipd.index import AsyncIndex, ClipRecord
+from clipd.async_index import AsyncIndex
+from clipd.record import ClipRecord
 from clipd.storage import Backend
 
 __all__ = ["finish_pending", "remove_clip"]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clipd.index import ClipRecord, Index, Totals
+from clipd.index import Index
+from clipd.record import ClipRecord, Totals
 from clipd.retention import Usage
 
 __all__ = [

@@ -34,10 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from clipd.async_index import AsyncIndex
 from clipd.config import Config
 from clipd.errors import StorageError
-from clipd.index import AsyncIndex, ClipRecord, Identity, Index, new_record
+from clipd.index import Index
 from clipd.naming import day_of
+from clipd.record import ClipRecord, Identity, new_record
 from clipd.storage.s3 import ObjectInfo, S3Backend
 from clipd.storage.s3keys import KeyPlan, plan_key
 

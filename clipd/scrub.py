@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipd.checks import BLOCK_BYTES, identity_of
-from clipd.index import ClipRecord, Identity, Index
+from clipd.index import Index
 from clipd.quarantine import quarantine_file
+from clipd.record import ClipRecord, Identity
 
 if TYPE_CHECKING:
     from clipd.daemon import Daemon

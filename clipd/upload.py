@@ -35,9 +35,9 @@ from clipd.errors import (
     InvalidRequest,
     PayloadTooLarge,
 )
-from clipd.index import ClipRecord, new_record
 from clipd.jobs import job_id_of, record_json, require_writer
 from clipd.naming import ClipName, build_name, day_of, sanitize_title
+from clipd.record import ClipRecord, new_record
 from clipd.web import STATE, State
 
 __all__ = ["expected_sha256", "put_job"]

@@ -20,9 +20,9 @@ import psutil
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from clipd.async_index import AsyncIndex
 from clipd.config import Config
 from clipd.errors import ClipdError
-from clipd.index import AsyncIndex
 from clipd.metrics import Metrics, TreeGauges, render, used_ratio
 from clipd.storage import Backend
 

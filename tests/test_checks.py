@@ -25,7 +25,7 @@ from clipd.checks import (
     sha256_file,
     signature_ok,
 )
-from clipd.index import Identity
+from clipd.record import Identity
 from tests.helpers import clip_bytes
 
 FTYP = b"\x00\x00\x00\x18ftypisom"

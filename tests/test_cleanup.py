@@ -13,8 +13,9 @@ from pathlib import Path
 from clipd.checks import identity_of
 from clipd.cleanup import gather_blocking, start_line, summary_line
 from clipd.eviction import Applied, apply_blocking
-from clipd.index import ClipRecord, Index, index_path
+from clipd.index import Index, index_path
 from clipd.naming import parse_relpath
+from clipd.record import ClipRecord
 from clipd.retention import Plan, Policy, plan
 from tests.helpers import DaemonProcess, clip_bytes, disk_clips, index_rows, wait_for, write_clip
 

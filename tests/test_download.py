@@ -19,9 +19,9 @@ import pytest
 
 from clipd import download
 from clipd.downloads_log import download_log
-from clipd.index import ClipRecord
 from clipd.naming import day_of
 from clipd.quarantine import quarantine_dir
+from clipd.record import ClipRecord
 from clipd.storage.local import LocalBackend
 from clipd.web import State
 from tests.helpers import clip_bytes

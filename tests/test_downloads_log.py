@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipd import config as config_mod
+from clipd.async_index import AsyncIndex
 from clipd.downloads_log import FLUSH_EVERY_S, DownloadLog, download_flusher, download_log
-from clipd.index import AsyncIndex, Index, index_path
+from clipd.index import Index, index_path
 from clipd.metrics import Metrics
 from clipd.naming import day_of
 from clipd.storage.local import LocalBackend

@@ -15,11 +15,13 @@ import pytest
 
 from clipd import hashworker as hashworker_mod
 from clipd import ingest as ingest_mod
+from clipd.async_index import AsyncIndex
 from clipd.config import load
 from clipd.hashworker import HashWorkers, Outcome, Request, Verdict, WorkerGone, examine_many
-from clipd.index import AsyncIndex, ClipRecord, index_path
+from clipd.index import index_path
 from clipd.ingest import Ingestor
 from clipd.metrics import Metrics
+from clipd.record import ClipRecord
 from tests.helpers import clip_bytes, index_rows, wait_for
 
 DAY = "2026-11-24"

@@ -9,14 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipd.index import (
-    AsyncIndex,
-    ClipRecord,
-    ClipSummary,
-    Index,
-    Totals,
-    index_path,
-)
+from clipd.async_index import AsyncIndex
+from clipd.index import Index, index_path
+from clipd.record import ClipRecord, ClipSummary, Totals
 
 
 def rec(job: str, day: str = "2026-11-24", size: int = 10, ingested_at: float = 1e9) -> ClipRecord:

@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 
 from clipd import checks
+from clipd.async_index import AsyncIndex
 from clipd.config import load
-from clipd.index import AsyncIndex, Totals, index_path
+from clipd.index import index_path
 from clipd.ingest import Ingestor, Outcome
 from clipd.metrics import Metrics
 from clipd.quarantine import quarantine_dir
+from clipd.record import Totals
 from tests.helpers import clip_bytes
 
 DAY = "2026-11-24"

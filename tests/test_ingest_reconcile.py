@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from clipd import ingest as ingest_mod
+from clipd.async_index import AsyncIndex
 from clipd.config import load
-from clipd.index import AsyncIndex, index_path
+from clipd.index import index_path
 from clipd.ingest import Ingestor, ReconcileReport
 from clipd.metrics import Metrics
 from clipd.reconcile import Walk

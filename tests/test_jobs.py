@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from clipd.async_index import AsyncIndex
 from clipd.checks import sha256_file
 from clipd.config import load
-from clipd.index import AsyncIndex, ClipRecord, index_path
+from clipd.index import index_path
 from clipd.jobs import routes
 from clipd.metrics import Metrics
+from clipd.record import ClipRecord
 from clipd.storage.local import LocalBackend
 from clipd.web import State, make_app
 from tests.helpers import clip_bytes, index_rows, wait_for, write_clip

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from clipd.download import record_cache
-from clipd.index import ClipRecord, index_path
+from clipd.index import index_path
+from clipd.record import ClipRecord
 from clipd.record_cache import RecordCache
 from tests.helpers import clip_bytes, write_clip
 from tests.test_jobs import DAY, Api, _error, _make_api

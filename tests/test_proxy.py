@@ -9,8 +9,8 @@ import pytest
 from aiohttp import ClientPayloadError, web
 
 from clipd.conditional import decide
-from clipd.index import ClipRecord, Identity
 from clipd.proxy import ObjectChanged, proxy_download
+from clipd.record import ClipRecord, Identity
 
 DATA = bytes(range(256)) * 40
 IDENTITY = Identity(len(DATA), 10**18, 10**18, 0)

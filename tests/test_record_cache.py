@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipd.index import ClipRecord
+from clipd.record import ClipRecord
 from clipd.record_cache import CACHE_CAPACITY, MAX_AGE_S, CachedRecord, RecordCache
 
 DAY = "2026-11-24"

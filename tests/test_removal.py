@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from clipd.async_index import AsyncIndex
 from clipd.checks import sha256_file
-from clipd.index import AsyncIndex, ClipRecord, Totals, index_path, new_record
+from clipd.index import index_path
 from clipd.naming import parse_relpath
+from clipd.record import ClipRecord, Totals, new_record
 from clipd.removal import finish_pending, remove_clip
 from clipd.storage.local import LocalBackend
 from tests.helpers import clip_bytes, write_clip

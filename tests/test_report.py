@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipd.index import Totals
+from clipd.record import Totals
 from clipd.report import age_distribution, build_report, downloads_summary, growth_trend
 from clipd.retention import Usage
 from tests.test_retention import NOW, H, rec

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipd.index import ClipRecord, ClipSummary
+from clipd.record import ClipRecord, ClipSummary
 from clipd.retention import GB, Plan, Policy, Reason, TmpFile, Usage, plan
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC

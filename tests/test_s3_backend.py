@@ -8,8 +8,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from clipd.async_index import AsyncIndex
 from clipd.config import S3Config
-from clipd.index import AsyncIndex, index_path
+from clipd.index import index_path
 from clipd.s3index import S3Catalog, plan_sync, sha256_in_head
 from clipd.storage.s3 import ObjectInfo, S3Backend, etag_tag, identity_from
 from tests.helpers import clip_bytes
@@ -73,7 +74,7 @@ def test_plan_sync_indexes_clip_keys_in_any_folder_and_drops_vanished() -> None:
         ObjectInfo("p/notes.txt", "notes.txt", 5, 100.0, "e"),
         ObjectInfo("p/x/A_j1.mp4", "x/A_j1.mp4", 5, 100.0, "e"),  # same job id again
     ]
-    from clipd.index import Identity
+    from clipd.record import Identity
 
     plan = plan_sync(listed, {"gone/C_j3.mp4": ("j3", Identity(1, 1, 1, 0))}, "p/", EXT)
     assert [kp.relpath for _, kp in plan.to_record] == [

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from clipd.index import Index, Totals, index_path
+from clipd.index import Index, index_path
+from clipd.record import Totals
 from clipd.schema import _MIGRATIONS, SCHEMA_VERSION, _split_sql
 from tests.test_index import _assert_aggregates_match_rows, rec
 

@@ -10,9 +10,11 @@ import pytest
 from aiohttp import web
 
 from clipd import config as config_mod
+from clipd.async_index import AsyncIndex
 from clipd.errors import NotFound, StorageError
-from clipd.index import AsyncIndex, ClipRecord, index_path
+from clipd.index import index_path
 from clipd.metrics import IndexCollector, Metrics
+from clipd.record import ClipRecord
 from clipd.storage.local import LocalBackend
 from clipd.web import State, make_app
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from clipd.config import Config
-from clipd.index import Identity
+from clipd.record import Identity
 
 __all__ = ["Backend", "RemoteBody", "make_backend"]
 

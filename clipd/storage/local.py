@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipd.checks import identity_of
-from clipd.index import Identity
+from clipd.record import Identity
 
 if TYPE_CHECKING:
     from clipd.storage import RemoteBody

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from clipd.config import S3Config
 from clipd.errors import StorageError
-from clipd.index import Identity
+from clipd.record import Identity
 from clipd.storage.s3keys import join_key, normalize_prefix
 
 __all__ = [
