@@ -27,7 +27,12 @@ __all__ = ["config_from_args", "ensure_clips_dir", "main", "read_config"]
 logger = logging.getLogger("clipd")
 
 # Sub-commands provided by other modules: each registers itself with (subparsers).
-_COMMAND_MODULES: tuple[str, ...] = ("clipd.migrate_cli", "clipd.signing", "clipd.ops")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "clipd.migrate_cli",
+    "clipd.signing",
+    "clipd.ops",
+    "clipd.verify",
+)
 # Commands defined here. When one of them is asked for, the modules above are not
 # imported at all: `clipd run` starts faster, and each command imports only what it
 # uses (the daemon, and with it aiohttp, only for `run`).

@@ -1,4 +1,4 @@
-"""Operator commands: ``cleanup``, ``report``, ``monitor`` and ``verify``.
+"""Operator commands: ``cleanup``, ``report`` and ``monitor``.
 
 They open the index directly (blocking is fine here) and work with or without a
 running daemon, safely alongside one: SQLite WAL with a busy timeout, and deletions go
@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,19 +24,17 @@ from clipd.errors import ClipdError, ConfigError
 from clipd.eviction import Applied, apply_blocking
 from clipd.index import Index, index_path
 from clipd.logs import setup_logging
-from clipd.record import ClipRecord
 from clipd.retention import GB, Plan, Policy, plan
 
-# report and verify import what only they use inside their handlers, so that each
+# report imports what only it uses inside their handlers, so that each
 # command (a cron job's ``clipd cleanup`` above all) pays only for its own imports.
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "local_tree"]
 
 logger = logging.getLogger(__name__)
 _MB = 10**6
 _OK, _WARNING, _CRITICAL, _UNKNOWN = 0, 1, 2, 3
 _STATUS = {_OK: "OK", _WARNING: "WARNING", _CRITICAL: "CRITICAL", _UNKNOWN: "UNKNOWN"}
-_VERIFY_WORKERS = 4
 _SINCE_DAYS = 7
 _WARNING_PERCENT = 80.0
 _CRITICAL_PERCENT = 90.0
@@ -112,13 +108,9 @@ def add_commands(
     )
     monitor.set_defaults(handler=_cmd_monitor)
 
-    verify = sub.add_parser("verify", help="re-hash every clip against the index")
-    add_common(verify)
-    verify.add_argument("--json", action="store_true", help="machine-readable output")
-    verify.set_defaults(handler=_cmd_verify)
 
-
-def _local_tree(config: Config) -> Path:
+def local_tree(config: Config) -> Path:
+    """The local clips tree of ``config``; raises ConfigError in s3 mode or if it is missing."""
     if config.storage.backend != "local":
         raise ConfigError(
             f"storage.backend={config.storage.backend!r}: this command works on a local tree; "
@@ -180,7 +172,7 @@ def _run_cleanup(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         },
     )
     setup_logging(config.log.level, environ)
-    clips_dir = _local_tree(config)
+    clips_dir = local_tree(config)
     ix = Index(index_path(clips_dir))
     try:
         snapshot = gather_blocking(ix, clips_dir, local=True)
@@ -280,7 +272,7 @@ def _cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     setup_logging(config.log.level, environ)
     if config.storage.backend == "s3":
         return _report_s3(args, config)
-    clips_dir = _local_tree(config)
+    clips_dir = local_tree(config)
     ix = Index(index_path(clips_dir))
     try:
         data = gather_report(ix, clips_dir, usage_of(clips_dir), time.time(), args.since)
@@ -370,7 +362,7 @@ def _monitor(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int,
         )
     try:
         config = config_from_args(args, environ)
-        clips_dir = _local_tree(config)
+        clips_dir = local_tree(config)
         path = index_path(clips_dir)
         if not path.is_file():
             return _UNKNOWN, f"no index at {path} (has 'clipd run' started on this tree?)"
@@ -391,112 +383,3 @@ def _monitor(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int,
         f"clips={totals.files};;;0 clip_bytes={totals.bytes}B;;;0"
     )
     return code, f"disk {pct:.1f}% used, {totals.files} clips, {_gb(totals.bytes)} | {perf}"
-
-
-# -- verify --------------------------------------------------------------------------------
-
-
-class _Progress:
-    """A bar on a terminal, a plain line every 10 % otherwise."""
-
-    def __init__(self, total_bytes: int, files: int, out: TextIO) -> None:
-        self.total = max(total_bytes, 1)
-        self.files = files
-        self.out = out
-        self.tty = out.isatty()
-        self.done_bytes = 0
-        self.done_files = 0
-        self._last_tenth = -1
-
-    def step(self, size: int) -> None:
-        self.done_bytes += size
-        self.done_files += 1
-        frac = min(self.done_bytes / self.total, 1.0)
-        if self.tty:
-            bar = "#" * int(frac * 30)
-            self.out.write(f"\rverify [{bar:<30}] {frac:6.1%} {self.done_files}/{self.files} clips")
-            self.out.flush()
-            return
-        tenth = int(frac * 10)
-        if tenth != self._last_tenth:
-            self._last_tenth = tenth
-            print(
-                f"verify: {self.done_files}/{self.files} clips, {_mb(self.done_bytes)} "
-                f"({frac:.0%})",
-                file=self.out,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.tty:
-            self.out.write("\n")
-            self.out.flush()
-
-
-def _hash_one(clips_dir: Path, record: ClipRecord) -> tuple[ClipRecord, str | None]:
-    from clipd.checks import sha256_file
-
-    try:
-        digest, _ = sha256_file(clips_dir / record.relpath)
-    except FileNotFoundError:
-        return record, None
-    return record, digest
-
-
-def _cmd_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from clipd.reconcile import walk_tree
-
-    config = config_from_args(args, environ)
-    setup_logging(config.log.level, environ)
-    clips_dir = _local_tree(config)
-    ix = Index(index_path(clips_dir))
-    try:
-        records = [r for r in ix.records() if r.state == "ok"]
-    finally:
-        ix.close()
-    on_disk = set(walk_tree(clips_dir).files)
-    unindexed = sorted(on_disk - {r.relpath for r in records})
-    missing: list[str] = []
-    changed: list[dict[str, str]] = []
-    progress = _Progress(sum(r.size_bytes for r in records), len(records), sys.stderr)
-    with ThreadPoolExecutor(min(_VERIFY_WORKERS, os.cpu_count() or 1)) as pool:
-        for record, digest in pool.map(lambda r: _hash_one(clips_dir, r), records):
-            progress.step(record.size_bytes)
-            if digest is None:
-                missing.append(record.relpath)
-            elif digest != record.sha256:
-                changed.append(
-                    {
-                        "relpath": record.relpath,
-                        "job_id": record.job_id,
-                        "expected": record.sha256,
-                        "actual": digest,
-                    }
-                )
-    progress.close()
-    ok = len(records) - len(missing) - len(changed)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "checked": len(records),
-                    "ok": ok,
-                    "missing": missing,
-                    "changed": changed,
-                    "unindexed": unindexed,
-                },
-                indent=2,
-            )
-        )
-    else:
-        for relpath in missing:
-            print(f"MISSING   {relpath}")
-        for item in changed:
-            print(f"CHANGED   {item['relpath']} (index {item['expected']}, now {item['actual']})")
-        for relpath in unindexed:
-            print(f"UNINDEXED {relpath}")
-        print(
-            f"verify: {len(records)} clips checked, {ok} ok, {len(missing)} missing, "
-            f"{len(changed)} changed, {len(unindexed)} unindexed"
-        )
-    return 0 if not (missing or changed or unindexed) else 1
