@@ -17,6 +17,9 @@ from clipd import __version__
 __all__ = ["document", "openapi_json"]
 
 _ERROR_REF = {"$ref": "#/components/responses/Error"}
+# A request aiohttp's HTTP parser rejects (a non-UTF-8 path, an overlong request line, a
+# malformed header) is answered 400 in plain text before any clipd code sees it.
+_BAD_REQUEST_REF = {"$ref": "#/components/responses/BadRequest"}
 _JSON = "application/json"
 _CLIP_TYPES = (
     "video/mp4",
@@ -30,7 +33,7 @@ _CLIP_TYPES = (
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(code): _ERROR_REF for code in codes}
+    return {str(code): _BAD_REQUEST_REF if code == 400 else _ERROR_REF for code in codes}
 
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
@@ -38,6 +41,16 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
         "description": description,
         "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
     }
+
+
+def _bad_request() -> dict[str, Any]:
+    response = _json(
+        "Error",
+        "A bad request, as JSON; in plain text when the HTTP request itself cannot be "
+        "parsed (answered by aiohttp before it reaches clipd).",
+    )
+    response["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return response
 
 
 def _header(name: str, description: str) -> dict[str, Any]:
@@ -326,7 +339,10 @@ def document() -> dict[str, Any]:
         "paths": _paths(),
         "components": {
             "schemas": _schemas(),
-            "responses": {"Error": _json("Error", "An error, as JSON.")},
+            "responses": {
+                "Error": _json("Error", "An error, as JSON."),
+                "BadRequest": _bad_request(),
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "CLIPD_API_TOKEN"}
             },

@@ -126,7 +126,11 @@ def test_document_lists_every_route_and_error_schema(tmp_path: Path) -> None:
             if path.startswith("/api/v1/jobs"):
                 assert 400 in errors, (path, method)
             for code in errors - {503}:  # /health's 503 carries the Health body
-                assert operation["responses"][str(code)] == {"$ref": "#/components/responses/Error"}
+                name = "BadRequest" if code == 400 else "Error"
+                ref = f"#/components/responses/{name}"
+                assert operation["responses"][str(code)] == {"$ref": ref}
+    bad_request = document()["components"]["responses"]["BadRequest"]["content"]
+    assert set(bad_request) == {"application/json", "text/plain"}
 
 
 def test_unknown_route_and_method_are_json_errors(server: DaemonProcess) -> None:
