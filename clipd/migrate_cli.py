@@ -8,7 +8,6 @@ compares the local tree with a bucket clip by clip, with the same evidence rules
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -146,7 +145,7 @@ def verify_tree(
     def check(item: Item) -> tuple[str, str]:
         dest = clips_dir / item.plan.local_relpath
         if not os.path.lexists(dest):
-            if not _starts_like_a_clip(fetcher, item):
+            if not fetcher.starts_like_a_clip(item):
                 return "not_clips", NotClip.BAD_SIGNATURE.value  # migrate never places it
             return "missing", f"{item.info.key} -> {item.plan.local_relpath}"
         try:
@@ -174,24 +173,6 @@ def verify_tree(
         if relpath not in expected_paths and parsed is not None:
             report["extra"].append({"job_id": parsed[1].job_id, "key": "", "detail": relpath})
     return report
-
-
-def _starts_like_a_clip(fetcher: Fetcher, item: Item) -> bool:
-    """Do the object's first bytes carry its extension's container signature? A ranged
-    GET of 64 bytes; True when the store cannot tell us (the clip then counts as missing)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from clipd.checks import signature_ok
-
-    try:
-        answer = fetcher.client.get_object(
-            Bucket=fetcher.bucket, Key=item.info.key, Range="bytes=0-63"
-        )
-        with contextlib.closing(answer["Body"]) as body:
-            head = body.read()
-    except (BotoCoreError, ClientError, OSError):
-        return True
-    return signature_ok(item.plan.name.ext, head)
 
 
 def lifecycle_rule(config: Config) -> dict[str, Any]:

@@ -13,6 +13,7 @@ offers (:mod:`clipd.storage.s3verify`); MD5 is computed only when that evidence 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import mmap
@@ -219,6 +220,21 @@ class Fetcher:
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"s3://{self.bucket}/{key}: {exc}") from exc
         return head
+
+    def starts_like_a_clip(self, item: Item) -> bool:
+        """Do the object's first bytes carry its extension's container signature? A ranged
+        GET; True when the store cannot tell (the object then counts as missing). Blocks."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer = self.client.get_object(
+                Bucket=self.bucket, Key=item.info.key, Range=f"bytes=0-{_SNIFF_BYTES - 1}"
+            )
+            with contextlib.closing(answer["Body"]) as body:
+                head = body.read()
+        except (BotoCoreError, ClientError, OSError):
+            return True
+        return signature_ok(item.plan.name.ext, head)
 
     def check_present(self, item: Item, dest: Path) -> Result:
         """A file is already at the target: PRESENT if it is the object's bytes. Blocks."""

@@ -27,6 +27,12 @@ def quarantine_dir(clips_dir: Path) -> Path:
     return clips_dir / INDEX_DIRNAME / QUARANTINE_DIRNAME
 
 
+def _day_dir(clips_dir: Path, relpath: str) -> Path:
+    """The quarantine folder for ``relpath``: its day folder, or ``unknown`` without one."""
+    folder, slash, _ = relpath.partition("/")
+    return quarantine_dir(clips_dir) / (folder if slash and folder else "unknown")
+
+
 def quarantine_file(clips_dir: Path, relpath: str, reason: str, job_id: str = "") -> Path | None:
     """Move ``relpath`` into quarantine with a JSON sidecar; blocks on the disk.
 
@@ -43,9 +49,7 @@ def _quarantine_locked(clips_dir: Path, relpath: str, reason: str, job_id: str) 
     source = clips_dir / relpath
     if not os.path.lexists(source):
         return None
-    folder, slash, _ = relpath.partition("/")
-    day = folder if slash and folder else "unknown"
-    target_dir = quarantine_dir(clips_dir) / day
+    target_dir = _day_dir(clips_dir, relpath)
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / source.name
     n = 0
@@ -78,9 +82,8 @@ def integrity_reason(clips_dir: Path, relpath: str, job_id: str) -> str | None:
     Lets a download that finds its file gone tell "deleted" from "moved away because its
     bytes changed" (the watcher's ingest may quarantine it first).
     """
-    folder, slash, name = relpath.partition("/")
-    day = folder if slash and folder else "unknown"
-    for note_path in (quarantine_dir(clips_dir) / day).glob(f"{glob.escape(name)}*.json"):
+    name = relpath.rpartition("/")[2]
+    for note_path in _day_dir(clips_dir, relpath).glob(f"{glob.escape(name)}*.json"):
         try:
             note = json.loads(note_path.read_text())
         except (OSError, ValueError):
