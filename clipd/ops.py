@@ -26,7 +26,7 @@ from clipd.index import Index, index_path
 from clipd.logs import setup_logging
 from clipd.retention import GB, Plan, Policy, plan
 
-# report imports what only it uses inside their handlers, so that each
+# report imports what only it uses inside its handler, so that each
 # command (a cron job's ``clipd cleanup`` above all) pays only for its own imports.
 
 __all__ = ["add_commands", "local_tree"]
